@@ -1,0 +1,3 @@
+"""gonka: miner and wallet for the Gonka decentralized AI-compute network."""
+
+__version__ = "0.1.0"

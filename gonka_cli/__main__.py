@@ -1,0 +1,3 @@
+from gonka_cli.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Hardware profiling (`gonka bench`): arrives with its own issue."""

@@ -1,0 +1,148 @@
+"""The one output object: human (rich) or `--json` output, prompts and progress.
+
+stdout carries the result (a rich rendering, or one JSON object); prompts, progress,
+warnings and errors go to stderr. Prompts only happen on a terminal: without one, a command
+that would need to ask fails with a message naming the flag or variable to use instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from gonka_cli import settings
+from gonka_cli.errors import Cancelled, GonkaError, InputError, PasswordRequired
+
+MIN_PASSWORD_CHARS = 8
+
+
+def stdin_is_terminal() -> bool:
+    try:
+        return sys.stdin.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class Output:
+    """Where a command's results, questions and progress go."""
+
+    def __init__(self, json_mode: bool = False) -> None:
+        self.json_mode = json_mode
+        self.out = Console(highlight=False, soft_wrap=True)
+        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+    # -- results -------------------------------------------------------------------------
+
+    def result(self, data: Mapping[str, Any], render: Callable[[Console], None]) -> None:
+        """Print a command's result: `data` as JSON, or `render` for people."""
+        if self.json_mode:
+            sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+            sys.stdout.flush()
+        else:
+            render(self.out)
+
+    def info(self, text: str) -> None:
+        """A progress note for people (silent in JSON mode)."""
+        if not self.json_mode:
+            self.err.print(text, markup=False)
+
+    def warn(self, text: str) -> None:
+        self.err.print(f"Warning: {text}", markup=False, style="yellow")
+
+    @contextlib.contextmanager
+    def status(self, text: str) -> Iterator[None]:
+        """A spinner on a terminal; one plain line otherwise; nothing in JSON mode."""
+        if self.json_mode:
+            yield
+        elif self.err.is_terminal:
+            with self.err.status(text):
+                yield
+        else:
+            self.err.print(text, markup=False)
+            yield
+
+    # -- questions -----------------------------------------------------------------------
+
+    def confirm(self, question: str, *, yes: bool, refused: str) -> None:
+        """Ask yes/no (default no). `refused` is the message when the answer is no."""
+        if yes:
+            return
+        if not stdin_is_terminal():
+            raise InputError(f"{question.rstrip('?')}: no terminal to ask on; pass --yes to confirm")
+        if not typer.confirm(question, default=False, err=True):
+            raise Cancelled(refused)
+
+    def prompt_secret(self, label: str, *, confirm: bool = False) -> str:
+        if not stdin_is_terminal():
+            raise PasswordRequired(f"{label}: no terminal to ask on")
+        first: str = typer.prompt(label, hide_input=True, err=True)
+        if confirm:
+            second: str = typer.prompt("Repeat to confirm", hide_input=True, err=True)
+            if first != second:
+                raise InputError("the two entries do not match; nothing was changed")
+        return first
+
+    def password(self, password_file: Path | None, *, key_name: str, new: bool = False) -> str:
+        """The keystore password: --password-file, then GONKA_KEYRING_PASSWORD, then a prompt."""
+        if password_file is not None:
+            password = read_password_file(password_file, self)
+        elif settings.keyring_password() is not None:
+            password = settings.keyring_password() or ""
+        elif stdin_is_terminal():
+            label = f"New password for key {key_name!r}" if new else f"Password for key {key_name!r}"
+            password = self.prompt_secret(label, confirm=new)
+        else:
+            raise PasswordRequired(
+                f"a password is needed for key {key_name!r} and there is no terminal to ask on; "
+                f"set {settings.ENV_KEYRING_PASSWORD} or pass --password-file FILE"
+            )
+        if new and len(password) < MIN_PASSWORD_CHARS:
+            raise InputError(f"password too short: use at least {MIN_PASSWORD_CHARS} characters")
+        if not password:
+            raise InputError("the password is empty")
+        return password
+
+    # -- rendering helpers ---------------------------------------------------------------
+
+    @staticmethod
+    def fields(rows: list[tuple[str, str]], title: str | None = None) -> Text:
+        """Aligned `name  value` lines (no trailing padding, so they pipe cleanly)."""
+        width = max((len(name) for name, _ in rows), default=0)
+        text = Text()
+        if title:
+            text.append(title + "\n", style="bold")
+        for i, (name, value) in enumerate(rows):
+            text.append(f"{name:<{width}}", style="bold")
+            text.append(f"  {value}" + ("\n" if i < len(rows) - 1 else ""))
+        return text
+
+
+def read_password_file(path: Path, output: Output) -> str:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"password file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read password file {path}: {exc}") from None
+    try:
+        if path.stat().st_mode & 0o077:
+            output.warn(f"password file {path} is readable by other users; run chmod 600 on it")
+    except OSError:  # pragma: no cover - it was just read
+        pass
+    password = text.splitlines()[0] if text else ""
+    if not password:
+        raise InputError(f"password file {path} is empty (the password is its first line)")
+    return password
+
+
+def one_line(error: GonkaError | str) -> str:
+    """Errors print as one line, whatever the message holds."""
+    return " ".join(str(error).split())

@@ -1,0 +1,1 @@
+"""The mining loop (`gonka mine`): arrives with its own issue."""

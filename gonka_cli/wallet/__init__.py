@@ -1,0 +1,1 @@
+"""The GNK wallet: an encrypted keystore, and sending GNK."""

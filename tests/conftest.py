@@ -1,0 +1,75 @@
+"""Shared fixtures: an isolated GONKA_HOME, light KDF costs, vectors, and a real chain server."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gonka_cli.wallet import keystore as keystore_module
+from tests.chain_server import Chain, ChainServer
+
+VECTORS = Path(__file__).parent / "vectors"
+
+PASSWORD = "correct horse battery"
+#: The cosmjs/simd test mnemonic (tests/vectors/cosmos_tx_vectors.json).
+MNEMONIC = (
+    "economy stock theory fatal elder harbor betray wasp final emotion task crumble siren bottom "
+    "lizard educate guess current outdoor pair theory focus wife stone"
+)
+
+
+def load_vectors(name: str) -> Any:
+    return json.loads((VECTORS / name).read_text())
+
+
+@pytest.fixture(autouse=True)
+def gonka_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own GONKA_HOME, plain output, and no inherited GONKA_* settings."""
+    home = tmp_path / "gonka-home"
+    for name in ("GONKA_KEYRING_PASSWORD", "GONKA_NETWORK", "GONKA_NODE", "GONKA_DEBUG"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("GONKA_HOME", str(home))
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("COLUMNS", "200")
+    return home
+
+
+@pytest.fixture(autouse=True)
+def light_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Argon2id at 1 MiB so the suite stays fast; files still record (and honour) their cost."""
+    monkeypatch.setattr(keystore_module, "DEFAULT_KDF", keystore_module.KdfParams(1024, 1, 1))
+
+
+@pytest.fixture
+def chain() -> Chain:
+    return Chain()
+
+
+@pytest.fixture
+def server(chain: Chain) -> Iterator[ChainServer]:
+    srv = ChainServer(chain).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def devnet(server: ChainServer, gonka_home: Path) -> ChainServer:
+    """Make devnet the default network, served by the test chain (through the config file)."""
+    gonka_home.mkdir(parents=True, exist_ok=True)
+    (gonka_home / "config.toml").write_text(
+        f'default_network = "devnet"\n[networks.devnet]\nrest = ["{server.url}"]\n'
+    )
+    return server
+
+
+def dead_url() -> str:
+    """A loopback URL where nothing listens."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"

@@ -241,7 +241,9 @@ def _profile_from_toml(
         changes["gas_price"] = price
     if base is None:
         return NetworkProfile(
-            name=name, chain_id=changes.pop("chain_id"), rest_urls=changes.pop("rest_urls"),
+            name=name,
+            chain_id=changes.pop("chain_id"),
+            rest_urls=changes.pop("rest_urls"),
             **changes,
         )
     return replace(base, **changes)

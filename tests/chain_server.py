@@ -73,7 +73,9 @@ class Chain:
 
     # -- CheckTx -------------------------------------------------------------------------
 
-    def check(self, tx_bytes: bytes, *, simulate: bool = False) -> tuple[str, int, str, txlib.DecodedTx | None]:
+    def check(
+        self, tx_bytes: bytes, *, simulate: bool = False
+    ) -> tuple[str, int, str, txlib.DecodedTx | None]:
         try:
             decoded = txlib.decode_tx(tx_bytes)
         except InputError as exc:
@@ -87,19 +89,34 @@ class Chain:
             return "sdk", 5, f"account {signer} not found: insufficient funds", decoded
         sequence = decoded.signers[0].sequence
         if sequence != account.sequence:
-            return ("sdk", 32, f"account sequence mismatch, expected {account.sequence}, got "
-                    f"{sequence}: incorrect account sequence", decoded)
+            return (
+                "sdk",
+                32,
+                f"account sequence mismatch, expected {account.sequence}, got "
+                f"{sequence}: incorrect account sequence",
+                decoded,
+            )
         if not simulate:
             if decoded.txhash in self.txs or any(m.txhash == decoded.txhash for m in self.mempool):
                 return "sdk", 19, "tx already exists in cache", decoded
             if not decoded.verify(self.chain_id, account.number):
-                return ("sdk", 4, "signature verification failed; please verify account number "
-                        f"({account.number}) and chain-id ({self.chain_id}): unauthorized", decoded)
+                return (
+                    "sdk",
+                    4,
+                    "signature verification failed; please verify account number "
+                    f"({account.number}) and chain-id ({self.chain_id}): unauthorized",
+                    decoded,
+                )
             needed_fee = txlib.fee_for_gas(decoded.fee.gas_limit, self.min_gas_price)
             paid = sum(c.amount for c in decoded.fee.amount if c.denom == "ngonka")
             if paid < needed_fee:
-                return ("sdk", 13, f"insufficient fees; got: {paid}ngonka required: "
-                        f"{needed_fee}ngonka: insufficient fee", decoded)
+                return (
+                    "sdk",
+                    13,
+                    f"insufficient fees; got: {paid}ngonka required: "
+                    f"{needed_fee}ngonka: insufficient fee",
+                    decoded,
+                )
         fee = sum(c.amount for c in decoded.fee.amount if c.denom == "ngonka")
         amount = sum(
             c.amount for m in decoded.messages if isinstance(m, txlib.MsgSend) for c in m.amount
@@ -107,8 +124,13 @@ class Chain:
         if self.restrict_transfers:
             return ("restrictions", 1108, "transfer restricted during bootstrap period", decoded)
         if amount + fee > account.balance - account.locked:
-            return ("sdk", 5, f"spendable balance {account.balance - account.locked}ngonka is "
-                    f"smaller than {amount + fee}ngonka: insufficient funds", decoded)
+            return (
+                "sdk",
+                5,
+                f"spendable balance {account.balance - account.locked}ngonka is "
+                f"smaller than {amount + fee}ngonka: insufficient funds",
+                decoded,
+            )
         return "", 0, "", decoded
 
     # -- blocks --------------------------------------------------------------------------
@@ -129,7 +151,10 @@ class Chain:
             code, codespace, log = 0, "", ""
             if decoded.fee.gas_limit < gas_used:
                 code, codespace = 11, "sdk"
-                log = f"out of gas in location: txSize; gasWanted: {decoded.fee.gas_limit}, gasUsed: {gas_used}: out of gas"
+                log = (
+                    f"out of gas in location: txSize; gasWanted: {decoded.fee.gas_limit}, "
+                    f"gasUsed: {gas_used}: out of gas"
+                )
             signer.balance -= min(fee, signer.balance)
             recipients: list[str] = []
             if code == 0:
@@ -140,9 +165,15 @@ class Chain:
                         self.fund_locked_free(msg.to_address, amount)
                         recipients.append(msg.to_address)
             self.txs[decoded.txhash] = {
-                "height": self.height, "code": code, "codespace": codespace, "raw_log": log,
-                "gas_wanted": decoded.fee.gas_limit, "gas_used": gas_used,
-                "sender": signer.address, "recipients": recipients, "decoded": decoded,
+                "height": self.height,
+                "code": code,
+                "codespace": codespace,
+                "raw_log": log,
+                "gas_wanted": decoded.fee.gas_limit,
+                "gas_used": gas_used,
+                "sender": signer.address,
+                "recipients": recipients,
+                "decoded": decoded,
             }
         self.mempool.clear()
 
@@ -159,8 +190,10 @@ class Chain:
         tx = {
             "@type": "/cosmos.tx.v1beta1.Tx",
             "body": {
-                "messages": [m.to_dict() if isinstance(m, txlib.MsgSend) else {"@type": m.type_url}
-                             for m in decoded.messages],
+                "messages": [
+                    m.to_dict() if isinstance(m, txlib.MsgSend) else {"@type": m.type_url}
+                    for m in decoded.messages
+                ],
                 "memo": decoded.memo,
                 "timeout_height": str(decoded.timeout_height),
             },
@@ -168,10 +201,19 @@ class Chain:
             "signatures": [base64.b64encode(s).decode() for s in decoded.signatures],
         }
         response = {
-            "height": str(entry["height"]), "txhash": txhash, "codespace": entry["codespace"],
-            "code": entry["code"], "data": "", "raw_log": entry["raw_log"], "logs": [], "info": "",
-            "gas_wanted": str(entry["gas_wanted"]), "gas_used": str(entry["gas_used"]),
-            "tx": tx, "timestamp": f"2026-11-25T12:00:{entry['height'] % 60:02d}Z", "events": [],
+            "height": str(entry["height"]),
+            "txhash": txhash,
+            "codespace": entry["codespace"],
+            "code": entry["code"],
+            "data": "",
+            "raw_log": entry["raw_log"],
+            "logs": [],
+            "info": "",
+            "gas_wanted": str(entry["gas_wanted"]),
+            "gas_used": str(entry["gas_used"]),
+            "tx": tx,
+            "timestamp": f"2026-11-25T12:00:{entry['height'] % 60:02d}Z",
+            "events": [],
         }
         return {"tx": tx, "tx_response": response}
 
@@ -207,30 +249,60 @@ class _Handler(BaseHTTPRequestHandler):
         path = url.path
         with chain.lock:
             if path == "/cosmos/base/tendermint/v1beta1/node_info":
-                return self._send(200, {
-                    "default_node_info": {"network": chain.chain_id, "moniker": "test-node",
-                                          "version": "0.38.17"},
-                    "application_version": {"name": "inferenced", "version": "test"},
-                })
+                return self._send(
+                    200,
+                    {
+                        "default_node_info": {
+                            "network": chain.chain_id,
+                            "moniker": "test-node",
+                            "version": "0.38.17",
+                        },
+                        "application_version": {"name": "inferenced", "version": "test"},
+                    },
+                )
             if path.startswith("/cosmos/auth/v1beta1/account_info/"):
                 address = path.rsplit("/", 1)[1]
                 account = chain.accounts.get(address)
                 if account is None:
                     return self._not_found(f"account {address} not found")
-                pub = ({"@type": "/cosmos.crypto.secp256k1.PubKey",
-                        "key": base64.b64encode(account.pubkey).decode()} if account.pubkey else None)
-                return self._send(200, {"info": {
-                    "address": address, "pub_key": pub,
-                    "account_number": str(account.number), "sequence": str(account.sequence),
-                }})
-            for prefix, spendable in (("/cosmos/bank/v1beta1/balances/", False),
-                                      ("/cosmos/bank/v1beta1/spendable_balances/", True)):
+                pub = (
+                    {
+                        "@type": "/cosmos.crypto.secp256k1.PubKey",
+                        "key": base64.b64encode(account.pubkey).decode(),
+                    }
+                    if account.pubkey
+                    else None
+                )
+                return self._send(
+                    200,
+                    {
+                        "info": {
+                            "address": address,
+                            "pub_key": pub,
+                            "account_number": str(account.number),
+                            "sequence": str(account.sequence),
+                        }
+                    },
+                )
+            for prefix, spendable in (
+                ("/cosmos/bank/v1beta1/balances/", False),
+                ("/cosmos/bank/v1beta1/spendable_balances/", True),
+            ):
                 if path.startswith(prefix):
-                    account = chain.accounts.get(path[len(prefix):])
-                    amount = 0 if account is None else account.balance - (account.locked if spendable else 0)
+                    account = chain.accounts.get(path[len(prefix) :])
+                    amount = (
+                        0
+                        if account is None
+                        else account.balance - (account.locked if spendable else 0)
+                    )
                     balances = [{"denom": "ngonka", "amount": str(amount)}] if amount else []
-                    return self._send(200, {"balances": balances,
-                                            "pagination": {"next_key": None, "total": str(len(balances))}})
+                    return self._send(
+                        200,
+                        {
+                            "balances": balances,
+                            "pagination": {"next_key": None, "total": str(len(balances))},
+                        },
+                    )
             if path.startswith("/cosmos/tx/v1beta1/txs/"):
                 txhash = path.rsplit("/", 1)[1].upper()
                 chain.polls += 1
@@ -244,18 +316,29 @@ class _Handler(BaseHTTPRequestHandler):
                 query = unquote(parse_qs(url.query).get("query", [""])[0])
                 limit = int(parse_qs(url.query).get("limit", ["100"])[0])
                 if not query:
-                    return self._send(400, {"code": 3, "message": "query cannot be empty", "details": []})
+                    return self._send(
+                        400, {"code": 3, "message": "query cannot be empty", "details": []}
+                    )
                 kind, _, value = query.partition("=")
                 value = value.strip("'")
-                hits = [h for h, e in chain.txs.items()
-                        if (kind == "message.sender" and e["sender"] == value)
-                        or (kind == "transfer.recipient" and value in e["recipients"])]
+                hits = [
+                    h
+                    for h, e in chain.txs.items()
+                    if (kind == "message.sender" and e["sender"] == value)
+                    or (kind == "transfer.recipient" and value in e["recipients"])
+                ]
                 hits.sort(key=lambda h: chain.txs[h]["height"], reverse=True)
                 hits = hits[:limit]
                 items = [chain.tx_json(h) for h in hits]
-                return self._send(200, {"txs": [i["tx"] for i in items],
-                                        "tx_responses": [i["tx_response"] for i in items],
-                                        "pagination": None, "total": str(len(items))})
+                return self._send(
+                    200,
+                    {
+                        "txs": [i["tx"] for i in items],
+                        "tx_responses": [i["tx_response"] for i in items],
+                        "pagination": None,
+                        "total": str(len(items)),
+                    },
+                )
         self._send(501, {"code": 12, "message": "Not Implemented", "details": []})
 
     def do_POST(self) -> None:
@@ -274,14 +357,27 @@ class _Handler(BaseHTTPRequestHandler):
                     return self._send(status, {"code": 2, "message": message, "details": []})
                 codespace, code, log, _ = chain.check(tx_bytes, simulate=True)
                 if code:
-                    return self._send(400, {"code": 2, "message": f"rpc error: code = Unknown desc = {log}",
-                                            "details": []})
+                    return self._send(
+                        400,
+                        {
+                            "code": 2,
+                            "message": f"rpc error: code = Unknown desc = {log}",
+                            "details": [],
+                        },
+                    )
                 gas = GAS_BASE + GAS_PER_BYTE * (len(tx_bytes) + 64)
-                return self._send(200, {"gas_info": {"gas_wanted": "0", "gas_used": str(gas)},
-                                        "result": {"data": "", "log": "", "events": [], "msg_responses": []}})
+                return self._send(
+                    200,
+                    {
+                        "gas_info": {"gas_wanted": "0", "gas_used": str(gas)},
+                        "result": {"data": "", "log": "", "events": [], "msg_responses": []},
+                    },
+                )
             if path == "/cosmos/tx/v1beta1/txs":
                 if body.get("mode") not in ("BROADCAST_MODE_SYNC", "BROADCAST_MODE_ASYNC"):
-                    return self._send(400, {"code": 3, "message": "unsupported broadcast mode", "details": []})
+                    return self._send(
+                        400, {"code": 3, "message": "unsupported broadcast mode", "details": []}
+                    )
                 txhash = txlib.tx_hash(tx_bytes)
                 chain.broadcasts.append(txhash)
                 if chain.forced_broadcast:
@@ -291,11 +387,26 @@ class _Handler(BaseHTTPRequestHandler):
                     codespace, code, log, decoded = chain.check(tx_bytes)
                 if code == 0 and decoded is not None:
                     chain.mempool.append(decoded)
-                return self._send(200, {"tx_response": {
-                    "height": "0", "txhash": txhash, "codespace": codespace, "code": code,
-                    "data": "", "raw_log": log, "logs": [], "info": "", "gas_wanted": "0",
-                    "gas_used": "0", "tx": None, "timestamp": "", "events": [],
-                }})
+                return self._send(
+                    200,
+                    {
+                        "tx_response": {
+                            "height": "0",
+                            "txhash": txhash,
+                            "codespace": codespace,
+                            "code": code,
+                            "data": "",
+                            "raw_log": log,
+                            "logs": [],
+                            "info": "",
+                            "gas_wanted": "0",
+                            "gas_used": "0",
+                            "tx": None,
+                            "timestamp": "",
+                            "events": [],
+                        }
+                    },
+                )
         self._send(501, {"code": 12, "message": "Not Implemented", "details": []})
 
 
@@ -306,7 +417,10 @@ class ChainServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.chain = chain
         self.mode = "json"
-        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+        # A short poll interval makes stop() quick; tests start and stop many servers.
+        self._thread = threading.Thread(
+            target=self.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
 
     @property
     def url(self) -> str:

@@ -27,28 +27,43 @@ def parse_amount(text: str, *, what: str = "amount", allow_zero: bool = False) -
     match = _PATTERN.match(text)
     if not match:
         raise InvalidAmount(
-            f"invalid {what} {text!r}: write a number and a unit, e.g. 1.5gnk or 1500000000ngonka"
+            f"invalid {what} {_shown(text)}: write a number and a unit, "
+            "e.g. 1.5gnk or 1500000000ngonka"
         )
     sign, number, unit = match.groups()
     if not unit:
-        raise InvalidAmount(f"invalid {what} {text!r}: add a unit, e.g. {number}gnk or {number}ngonka")
+        raise InvalidAmount(
+            f"invalid {what} {_shown(text)}: add a unit, e.g. {number}gnk or {number}ngonka"
+        )
     decimals = UNITS.get(unit.lower())
     if decimals is None:
-        raise InvalidAmount(f"invalid {what} {text!r}: unknown unit {unit!r}; use gnk or ngonka")
+        raise InvalidAmount(
+            f"invalid {what} {_shown(text)}: unknown unit {unit!r}; use gnk or ngonka"
+        )
     if sign == "-":
-        raise InvalidAmount(f"invalid {what} {text!r}: must not be negative")
+        raise InvalidAmount(f"invalid {what} {_shown(text)}: must not be negative")
     whole, _, fraction = number.partition(".")
     fraction = fraction.rstrip("0")
     if len(fraction) > decimals:
         if decimals == 0:
-            raise InvalidAmount(f"invalid {what} {text!r}: ngonka is the smallest unit (no decimals)")
-        raise InvalidAmount(f"invalid {what} {text!r}: {unit} has at most {decimals} decimals")
-    value = int(whole or "0") * 10**decimals + int(fraction.ljust(decimals, "0") or "0")
+            raise InvalidAmount(
+                f"invalid {what} {_shown(text)}: ngonka is the smallest unit (no decimals)"
+            )
+        raise InvalidAmount(
+            f"invalid {what} {_shown(text)}: {unit} has at most {decimals} decimals"
+        )
+    if len(whole.lstrip("0")) + decimals > len(str(MAX_AMOUNT)):
+        raise InvalidAmount(f"invalid {what} {_shown(text)}: too large")
+    value = int(whole or "0") * int(10**decimals) + int(fraction.ljust(decimals, "0") or "0")
     if value == 0 and not allow_zero:
-        raise InvalidAmount(f"invalid {what} {text!r}: must be more than zero")
+        raise InvalidAmount(f"invalid {what} {_shown(text)}: must be more than zero")
     if value > MAX_AMOUNT:
-        raise InvalidAmount(f"invalid {what} {text!r}: too large")
+        raise InvalidAmount(f"invalid {what} {_shown(text)}: too large")
     return value
+
+
+def _shown(text: str) -> str:
+    return repr(text if len(text) <= 100 else text[:97] + "...")
 
 
 def format_gnk(ngonka: int) -> str:

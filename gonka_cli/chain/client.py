@@ -174,7 +174,11 @@ class ChainClient:
     # -- transport -----------------------------------------------------------------------
 
     def _request(
-        self, method: str, path: str, *, params: dict[str, Any] | None = None,
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
         body: dict[str, Any] | None = None,
     ) -> tuple[int, Any]:
         import requests
@@ -196,8 +200,10 @@ class ChainClient:
                 continue
             try:
                 data = response.json()
-            except ValueError:
-                failures.append(f"{url} (HTTP {response.status_code}, not JSON: is this a node's REST API?)")
+            except (ValueError, RecursionError):
+                failures.append(
+                    f"{url} (HTTP {response.status_code}, not JSON: is this a node's REST API?)"
+                )
                 continue
             if url != self._urls[0]:
                 self._urls.remove(url)
@@ -272,9 +278,12 @@ class ChainClient:
         responses = data.get("tx_responses") or []
         txs = data.get("txs") or []
         if not isinstance(responses, list):
-            raise NodeResponseError(f"node {self.url} answered a tx search without a tx_responses list")
+            raise NodeResponseError(
+                f"node {self.url} answered a tx search without a tx_responses list"
+            )
         return [
-            _tx_result(r, txs[i] if i < len(txs) else None, self.url) for i, r in enumerate(responses)
+            _tx_result(r, txs[i] if i < len(txs) else None, self.url)
+            for i, r in enumerate(responses)
         ]
 
     # -- transactions --------------------------------------------------------------------
@@ -290,10 +299,12 @@ class ChainClient:
             if known is not None:
                 raise TxError(
                     codes.describe(known.codespace, known.code, message),
-                    codespace=known.codespace, code=known.code,
+                    codespace=known.codespace,
+                    code=known.code,
                 )
             raise ChainError(
-                f"the node could not simulate the transaction: {codes.first_line(message) or status}"
+                "the node could not simulate the transaction: "
+                f"{codes.first_line(message) or f'HTTP {status}'}"
             )
         gas_info = _field(data, "gas_info", dict, self.url)
         return _int_field(gas_info, "gas_used", self.url)
@@ -318,7 +329,11 @@ class ChainClient:
         )
 
     def wait_for_tx(
-        self, txhash: str, *, timeout_s: float = 60.0, poll_s: float = 1.0,
+        self,
+        txhash: str,
+        *,
+        timeout_s: float = 60.0,
+        poll_s: float = 1.0,
         sleep: Callable[[float], None] = time.sleep,
     ) -> TxResult:
         """Poll until the transaction is in a block. Node outages meanwhile are retried."""
@@ -428,8 +443,10 @@ def _tx_result(response: dict[str, Any], tx: Any, url: str) -> TxResult:
                 try:
                     transfers.append(
                         Transfer(
-                            str(msg.get("from_address", "")), str(msg.get("to_address", "")),
-                            parse_chain_amount(coin.get("amount")), str(coin.get("denom", "")),
+                            str(msg.get("from_address", "")),
+                            str(msg.get("to_address", "")),
+                            parse_chain_amount(coin.get("amount")),
+                            str(coin.get("denom", "")),
                         )
                     )
                 except (ValueError, AttributeError):

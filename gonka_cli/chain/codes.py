@@ -23,43 +23,88 @@ class ErrorCode:
 
 
 _CODES = [
-    ErrorCode("sdk", 2, "tx parse error",
-              "the node could not decode the transaction; nothing was sent — sign it again "
-              "with this version of gonka"),
-    ErrorCode("sdk", 3, "invalid sequence",
-              "the transaction's sequence is invalid; run the command again"),
-    ErrorCode("sdk", 4, "unauthorized",
-              "signature verification failed: the transaction was signed for another chain id "
-              "or account number, or with another key; check --chain-id and --account-number"),
-    ErrorCode("sdk", 5, "insufficient funds",
-              "insufficient funds: the balance does not cover the amount plus the fee; check "
-              "`gonka wallet balance`"),
-    ErrorCode("sdk", 7, "invalid address",
-              "the node rejected an address in the transaction; check the recipient"),
+    ErrorCode(
+        "sdk",
+        2,
+        "tx parse error",
+        "the node could not decode the transaction; nothing was sent — sign it again "
+        "with this version of gonka",
+    ),
+    ErrorCode(
+        "sdk", 3, "invalid sequence", "the transaction's sequence is invalid; run the command again"
+    ),
+    ErrorCode(
+        "sdk",
+        4,
+        "unauthorized",
+        "signature verification failed: the transaction was signed for another chain id "
+        "or account number, or with another key; check --chain-id and --account-number",
+    ),
+    ErrorCode(
+        "sdk",
+        5,
+        "insufficient funds",
+        "insufficient funds: the balance does not cover the amount plus the fee; check "
+        "`gonka wallet balance`",
+    ),
+    ErrorCode(
+        "sdk",
+        7,
+        "invalid address",
+        "the node rejected an address in the transaction; check the recipient",
+    ),
     ErrorCode("sdk", 8, "invalid pubkey", "the node rejected the signer's public key"),
-    ErrorCode("sdk", 10, "invalid coins",
-              "the node rejected the amount or fee coins; only ngonka amounts above zero are valid"),
-    ErrorCode("sdk", 11, "out of gas",
-              "out of gas: the gas limit was too low; retry with --gas auto or a higher --gas"),
+    ErrorCode(
+        "sdk",
+        10,
+        "invalid coins",
+        "the node rejected the amount or fee coins; only ngonka amounts above zero are valid",
+    ),
+    ErrorCode(
+        "sdk",
+        11,
+        "out of gas",
+        "out of gas: the gas limit was too low; retry with --gas auto or a higher --gas",
+    ),
     ErrorCode("sdk", 12, "memo too large", "the memo is too long for this chain; shorten --memo"),
-    ErrorCode("sdk", 13, "insufficient fee",
-              "insufficient fee: this node's minimum gas price needs a higher fee; retry with a "
-              "larger --fee"),
+    ErrorCode(
+        "sdk",
+        13,
+        "insufficient fee",
+        "insufficient fee: this node's minimum gas price needs a higher fee; retry with a "
+        "larger --fee",
+    ),
     ErrorCode("sdk", 18, "invalid request", "the node rejected the request as invalid"),
-    ErrorCode("sdk", 19, "tx already in mempool",
-              "this transaction is already in the node's mempool; follow it with "
-              "`gonka wallet tx HASH`"),
-    ErrorCode("sdk", 20, "mempool is full",
-              "the node's mempool is full; try again in a minute or use another --node"),
+    ErrorCode(
+        "sdk",
+        19,
+        "tx already in mempool",
+        "this transaction is already in the node's mempool; follow it with `gonka wallet tx HASH`",
+    ),
+    ErrorCode(
+        "sdk",
+        20,
+        "mempool is full",
+        "the node's mempool is full; try again in a minute or use another --node",
+    ),
     ErrorCode("sdk", 21, "tx too large", "the transaction is too large; shorten the memo"),
-    ErrorCode("sdk", 30, "tx timeout height",
-              "the transaction's timeout height has passed; sign it again"),
-    ErrorCode("sdk", 32, "incorrect account sequence",
-              "account sequence mismatch: another transaction from this account was signed "
-              "meanwhile; run the command again (offline: use the sequence the node expects)"),
-    ErrorCode("restrictions", 1108, "transfer restricted during bootstrap period",
-              "transfers between accounts are still restricted on this network (bootstrap "
-              "period); try again after the restriction ends"),
+    ErrorCode(
+        "sdk", 30, "tx timeout height", "the transaction's timeout height has passed; sign it again"
+    ),
+    ErrorCode(
+        "sdk",
+        32,
+        "incorrect account sequence",
+        "account sequence mismatch: another transaction from this account was signed "
+        "meanwhile; run the command again (offline: use the sequence the node expects)",
+    ),
+    ErrorCode(
+        "restrictions",
+        1108,
+        "transfer restricted during bootstrap period",
+        "transfers between accounts are still restricted on this network (bootstrap "
+        "period); try again after the restriction ends",
+    ),
 ]
 
 CODES: dict[tuple[str, int], ErrorCode] = {(c.codespace, c.code): c for c in _CODES}
@@ -93,7 +138,8 @@ def describe(codespace: str, code: int, raw_log: str = "") -> str:
         expected = expected_sequence(raw_log)
         if expected is not None:
             return known.advice.replace(
-                "account sequence mismatch", f"account sequence mismatch (expected {expected[0]}, got {expected[1]})"
+                "account sequence mismatch",
+                f"account sequence mismatch (expected {expected[0]}, got {expected[1]})",
             )
     return known.advice
 

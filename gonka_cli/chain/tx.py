@@ -111,7 +111,9 @@ class MsgSend:
 # --- encoding ---------------------------------------------------------------------------
 
 
-def encode_body(messages: Sequence[MsgSend | any_pb2.Any], memo: str = "", timeout_height: int = 0) -> bytes:
+def encode_body(
+    messages: Sequence[MsgSend | any_pb2.Any], memo: str = "", timeout_height: int = 0
+) -> bytes:
     body = tx_pb2.TxBody(
         messages=[m if isinstance(m, any_pb2.Any) else m.to_any() for m in messages],
         memo=memo,
@@ -136,7 +138,9 @@ def encode_auth_info(
     return tx_pb2.AuthInfo(signer_infos=[signer], fee=fee.to_proto()).SerializeToString()
 
 
-def encode_sign_doc(body_bytes: bytes, auth_info_bytes: bytes, chain_id: str, account_number: int) -> bytes:
+def encode_sign_doc(
+    body_bytes: bytes, auth_info_bytes: bytes, chain_id: str, account_number: int
+) -> bytes:
     return tx_pb2.SignDoc(
         body_bytes=body_bytes,
         auth_info_bytes=auth_info_bytes,
@@ -195,9 +199,7 @@ def sign_send(
     return sign(key, body, auth_info, chain_id, account_number)
 
 
-def simulation_tx(
-    pubkey: PublicKey, *, sequence: int, message: MsgSend, memo: str = ""
-) -> bytes:
+def simulation_tx(pubkey: PublicKey, *, sequence: int, message: MsgSend, memo: str = "") -> bytes:
     """A TxRaw for `/simulate`: the signer's pubkey and sequence, an empty signature."""
     body = encode_body([message], memo)
     auth_info = encode_auth_info(pubkey, sequence, Fee(amount=(), gas_limit=0))
@@ -237,8 +239,13 @@ class DecodedTx:
     def sign_doc(self, chain_id: str, account_number: int) -> bytes:
         return encode_sign_doc(self.body_bytes, self.auth_info_bytes, chain_id, account_number)
 
-    def verify(self, chain_id: str, account_number: int, signer_index: int = 0,
-               pubkey: PublicKey | None = None) -> bool:
+    def verify(
+        self,
+        chain_id: str,
+        account_number: int,
+        signer_index: int = 0,
+        pubkey: PublicKey | None = None,
+    ) -> bool:
         """Check signature `signer_index` against `pubkey` (default: the one in the tx)."""
         if signer_index >= len(self.signatures) or signer_index >= len(self.signers):
             return False
@@ -275,7 +282,9 @@ def decode_tx(tx_bytes: bytes) -> DecodedTx:
             try:
                 pubkey = PublicKey(keys_pb2.PubKey.FromString(info.public_key.value).key)
             except (DecodeError, InputError):
-                raise TxDecodeError("not a valid transaction: malformed signer public key") from None
+                raise TxDecodeError(
+                    "not a valid transaction: malformed signer public key"
+                ) from None
         mode = info.mode_info.single.mode if info.mode_info.HasField("single") else 0
         signers.append(SignerInfo(pubkey, info.public_key.type_url, mode, info.sequence))
     fee = auth_info.fee
@@ -297,7 +306,9 @@ def _coins_from(items: Any) -> tuple[Coin, ...]:
     result = []
     for c in items:
         if not (c.amount.isascii() and c.amount.isdigit()):
-            raise TxDecodeError(f"not a valid transaction: coin amount {c.amount!r} is not an integer")
+            raise TxDecodeError(
+                f"not a valid transaction: coin amount {c.amount!r} is not an integer"
+            )
         result.append(Coin(c.denom, int(c.amount)))
     return tuple(result)
 

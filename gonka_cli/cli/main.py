@@ -37,7 +37,7 @@ def _error(message: str) -> None:
 class GonkaGroup(TyperGroup):
     """Turns errors into one line on stderr and an exit code, for every subcommand."""
 
-    def invoke(self, ctx: typer.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except GonkaError as exc:
@@ -48,13 +48,11 @@ class GonkaGroup(TyperGroup):
         except (KeyboardInterrupt, typer.Abort):
             typer.echo("\nInterrupted.", err=True)
             raise typer.Exit(EXIT_INTERRUPTED) from None
-        except (typer.Exit, typer._click.exceptions.ClickException):
-            raise
-        except OSError as exc:
-            if exc.errno == errno.EPIPE:
-                raise
-            self._unexpected(exc)
         except Exception as exc:
+            # Click's own exits and usage errors carry an exit code and are handled by typer;
+            # a broken pipe (`gonka ... | head`) is typer's to handle too.
+            if hasattr(exc, "exit_code") or getattr(exc, "errno", None) == errno.EPIPE:
+                raise
             self._unexpected(exc)
 
     @staticmethod
@@ -75,7 +73,8 @@ app = typer.Typer(
     cls=GonkaGroup,
     name="gonka",
     help="Mine GNK and manage a GNK wallet on the Gonka network.",
-    epilog=f"Environment:\n\n{_ENV_HELP}\n\nExit codes: 0 ok, 1 error, 2 bad usage or value, 130 interrupted.",
+    epilog=f"Environment:\n\n{_ENV_HELP}\n\n"
+    "Exit codes: 0 ok, 1 error, 2 bad usage or value, 130 interrupted.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -94,7 +93,9 @@ def _version(value: bool) -> None:
 def root(
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
     ] = False,
 ) -> None:
     """Mine GNK and manage a GNK wallet on the Gonka network."""

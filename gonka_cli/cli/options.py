@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from gonka_cli import settings
+
+if TYPE_CHECKING:
+    from gonka_cli.chain.client import ChainClient
+    from gonka_cli.wallet.keystore import Keystore
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
@@ -15,7 +19,8 @@ NetworkOpt = Annotated[
     str | None,
     typer.Option(
         "--network",
-        help=f"Network profile: mainnet, devnet or one from the config file [env: {settings.ENV_NETWORK}].",
+        help="Network profile: mainnet, devnet or one from the config file "
+        f"(or {settings.ENV_NETWORK}).",
         show_default=False,
     ),
 ]
@@ -23,7 +28,7 @@ NodeOpt = Annotated[
     str | None,
     typer.Option(
         "--node",
-        help=f"REST URL of a node to use instead of the profile's list [env: {settings.ENV_NODE}].",
+        help=f"REST URL of a node to use instead of the profile's list (or {settings.ENV_NODE}).",
         show_default=False,
     ),
 ]
@@ -31,7 +36,8 @@ PasswordFileOpt = Annotated[
     Path | None,
     typer.Option(
         "--password-file",
-        help=f"Read the keystore password from this file's first line (else {settings.ENV_KEYRING_PASSWORD}, else a prompt).",
+        help="Read the keystore password from this file's first line "
+        f"(else {settings.ENV_KEYRING_PASSWORD}, else a prompt).",
         dir_okay=False,
         show_default=False,
     ),
@@ -42,13 +48,13 @@ def network_profile(network: str | None, node: str | None) -> settings.NetworkPr
     return settings.resolve_network(settings.load_config(), network, node)
 
 
-def keystore():  # type: ignore[no-untyped-def]
+def keystore() -> Keystore:
     from gonka_cli.wallet.keystore import Keystore
 
     return Keystore(settings.paths().keys_dir)
 
 
-def chain_client(profile: settings.NetworkProfile):  # type: ignore[no-untyped-def]
+def chain_client(profile: settings.NetworkProfile) -> ChainClient:
     from gonka_cli.chain.client import ChainClient
 
     return ChainClient(profile)

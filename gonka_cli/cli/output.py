@@ -71,12 +71,18 @@ class Output:
 
     # -- questions -----------------------------------------------------------------------
 
+    def can_confirm(self, yes: bool, action: str) -> None:
+        """Fail before doing anything if a confirmation will be needed and cannot be asked."""
+        if not yes and not stdin_is_terminal():
+            raise InputError(
+                f"{action} needs a confirmation and there is no terminal to ask on; pass --yes"
+            )
+
     def confirm(self, question: str, *, yes: bool, refused: str) -> None:
         """Ask yes/no (default no). `refused` is the message when the answer is no."""
         if yes:
             return
-        if not stdin_is_terminal():
-            raise InputError(f"{question.rstrip('?')}: no terminal to ask on; pass --yes to confirm")
+        self.can_confirm(yes, question.rstrip("?"))
         if not typer.confirm(question, default=False, err=True):
             raise Cancelled(refused)
 
@@ -97,7 +103,9 @@ class Output:
         elif settings.keyring_password() is not None:
             password = settings.keyring_password() or ""
         elif stdin_is_terminal():
-            label = f"New password for key {key_name!r}" if new else f"Password for key {key_name!r}"
+            label = (
+                f"New password for key {key_name!r}" if new else f"Password for key {key_name!r}"
+            )
             password = self.prompt_secret(label, confirm=new)
         else:
             raise PasswordRequired(
@@ -132,14 +140,11 @@ def read_password_file(path: Path, output: Output) -> str:
         raise InputError(f"password file {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read password file {path}: {exc}") from None
-    try:
-        if path.stat().st_mode & 0o077:
-            output.warn(f"password file {path} is readable by other users; run chmod 600 on it")
-    except OSError:  # pragma: no cover - it was just read
-        pass
     password = text.splitlines()[0] if text else ""
     if not password:
         raise InputError(f"password file {path} is empty (the password is its first line)")
+    if path.stat().st_mode & 0o077:
+        output.warn(f"password file {path} is readable by other users; run chmod 600 on it")
     return password
 
 

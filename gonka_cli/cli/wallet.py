@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import Annotated, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -23,10 +24,14 @@ from gonka_cli.cli.options import (
     network_profile,
 )
 from gonka_cli.cli.output import Output, stdin_is_terminal
-from gonka_cli.crypto import address as addr
-from gonka_cli.crypto import hd
-from gonka_cli.errors import InputError, InvalidKeyName
+from gonka_cli.crypto import GONKA_COIN_TYPE
+from gonka_cli.errors import InputError, InvalidKeyName, KeyNotFound
 from gonka_cli.settings import NetworkProfile
+
+if TYPE_CHECKING:
+    from gonka_cli.crypto.secp256k1 import PrivateKey
+    from gonka_cli.wallet.keystore import KeyInfo
+    from gonka_cli.wallet.transfer import SendPlan
 
 app = typer.Typer(
     help="Keys in an encrypted keystore, balances, and sending GNK.",
@@ -61,18 +66,23 @@ def create(
         raise InputError(f"--words must be 12 or 24, not {words}")
     store = keystore()
     store.check_new(name)
+    out.can_confirm(yes, "creating a key (you must confirm the mnemonic was written down)")
     password = out.password(password_file, key_name=name, new=True)
+    from gonka_cli.crypto import hd
+
     mnemonic = hd.generate_mnemonic(words)
     path = hd.HDPath.bip44()
     if not json_mode:
         out.err.print(
             f"Write these {words} words down, in order, and keep them offline. They are the only "
             "way to recover this key: anyone who has them can spend its GNK.",
-            style="bold yellow", markup=False,
+            style="bold yellow",
+            markup=False,
         )
         out.out.print(Panel(_columns(mnemonic.split()), title="mnemonic", expand=False))
     out.confirm(
-        "Have you written down the mnemonic?", yes=yes,
+        "Have you written down the mnemonic?",
+        yes=yes,
         refused="nothing was saved; run the command again when you are ready to write it down",
     )
     info = store.add_mnemonic(name, mnemonic, password, path=path)
@@ -85,16 +95,26 @@ def import_(
     name: Annotated[str, typer.Argument(help="Name for the imported key.")],
     from_hex: Annotated[
         bool,
-        typer.Option("--hex", help="Import a raw private key (64 hex characters, as `inferenced keys export --unarmored-hex` prints)."),
+        typer.Option(
+            "--hex",
+            help="Import a raw private key: 64 hex characters, as "
+            "`inferenced keys export --unarmored-hex` prints.",
+        ),
     ] = False,
     coin_type: Annotated[
-        int, typer.Option("--coin-type", help="BIP44 coin type: 1200 for Gonka, 118 for wallets made elsewhere.")
-    ] = hd.GONKA_COIN_TYPE,
+        int,
+        typer.Option(
+            "--coin-type", help="BIP44 coin type: 1200 for Gonka, 118 for wallets made elsewhere."
+        ),
+    ] = GONKA_COIN_TYPE,
     account: Annotated[int, typer.Option("--account", help="BIP44 account.")] = 0,
     index: Annotated[int, typer.Option("--index", help="BIP44 address index.")] = 0,
     bip39_passphrase: Annotated[
         bool,
-        typer.Option("--bip39-passphrase", help="The mnemonic has a BIP39 passphrase (asked for; on stdin, the second line)."),
+        typer.Option(
+            "--bip39-passphrase",
+            help="The mnemonic has a BIP39 passphrase (asked for; on stdin, the second line).",
+        ),
     ] = False,
     password_file: PasswordFileOpt = None,
     json_mode: JsonOpt = False,
@@ -104,12 +124,17 @@ def import_(
     The secret is read from a hidden prompt, or from stdin when stdin is not a terminal.
     Example: gonka wallet import alice < mnemonic.txt
     """
+    from gonka_cli.crypto import hd
+
     out = Output(json_mode)
     store = keystore()
     store.check_new(name)
     if from_hex:
-        if bip39_passphrase or coin_type != hd.GONKA_COIN_TYPE or account or index:
-            raise InputError("--hex takes a raw key: --coin-type, --account, --index and --bip39-passphrase do not apply")
+        if bip39_passphrase or coin_type != GONKA_COIN_TYPE or account or index:
+            raise InputError(
+                "--hex takes a raw key: --coin-type, --account, --index and "
+                "--bip39-passphrase do not apply"
+            )
         from gonka_cli.crypto.secp256k1 import PrivateKey
 
         secret_text = _read_secret(out, "Private key (64 hex characters)")
@@ -120,7 +145,9 @@ def import_(
         path = hd.HDPath.bip44(coin_type, account, index)
         if stdin_is_terminal():
             mnemonic = out.prompt_secret("Mnemonic (12 to 24 words)")
-            passphrase = out.prompt_secret("BIP39 passphrase", confirm=True) if bip39_passphrase else ""
+            passphrase = (
+                out.prompt_secret("BIP39 passphrase", confirm=True) if bip39_passphrase else ""
+            )
         else:
             text = sys.stdin.read()
             if bip39_passphrase:
@@ -128,7 +155,9 @@ def import_(
                 mnemonic = lines[0] if lines else ""
                 passphrase = lines[1] if len(lines) > 1 else ""
                 if not passphrase:
-                    raise InputError("--bip39-passphrase: put the passphrase on the second line of stdin")
+                    raise InputError(
+                        "--bip39-passphrase: put the passphrase on the second line of stdin"
+                    )
             else:
                 mnemonic, passphrase = text, ""
         hd.validate_mnemonic(mnemonic)
@@ -139,7 +168,10 @@ def import_(
 
 @app.command("list")
 def list_(json_mode: JsonOpt = False) -> None:
-    """List the keys in the keystore (no password needed)."""
+    """List the keys in the keystore (no password needed).
+
+    Example: gonka wallet list --json
+    """
     out = Output(json_mode)
     store = keystore()
     keys, unreadable = store.list()
@@ -153,7 +185,10 @@ def list_(json_mode: JsonOpt = False) -> None:
 
     def render(c: Console) -> None:
         if not keys:
-            c.print(f"No keys yet in {store.directory}. Create one: gonka wallet create NAME", markup=False)
+            c.print(
+                f"No keys yet in {store.directory}. Create one: gonka wallet create NAME",
+                markup=False,
+            )
             return
         table = Table(box=None, pad_edge=False)
         for column in ("name", "address", "path"):
@@ -170,7 +205,10 @@ def show(
     name: Annotated[str, typer.Argument(help="Key name.")],
     json_mode: JsonOpt = False,
 ) -> None:
-    """Show a key's address, public key and derivation path (no password needed)."""
+    """Show a key's address, public key and derivation path (no password needed).
+
+    Example: gonka wallet show alice
+    """
     out = Output(json_mode)
     info = keystore().get(name)
     out.result(info.to_dict(), lambda c: _print_key(c, info.to_dict(), None))
@@ -180,24 +218,27 @@ def show(
 def export(
     name: Annotated[str, typer.Argument(help="Key name.")],
     as_hex: Annotated[
-        bool, typer.Option("--hex", help="Export the raw private key (hex) instead of the mnemonic.")
+        bool,
+        typer.Option("--hex", help="Export the raw private key (hex) instead of the mnemonic."),
     ] = False,
     yes: YesOpt = False,
     password_file: PasswordFileOpt = None,
     json_mode: JsonOpt = False,
 ) -> None:
-    """Print a key's mnemonic (or, with --hex, its private key, which `inferenced keys import-hex` takes).
+    """Print a key's mnemonic, or with --hex its private key (`inferenced keys import-hex` form).
 
-    Anyone who sees it can spend the key's GNK.
+    Anyone who sees it can spend the key's GNK. Example: gonka wallet export alice --hex
     """
     out = Output(json_mode)
     from gonka_cli.wallet.keystore import mnemonic_of
 
     store = keystore()
     info = store.get(name)
+    out.can_confirm(yes, "export")
     what = "private key" if as_hex else "mnemonic"
     out.confirm(
-        f"Print the {what} of key {name!r}? Anyone who sees it can spend its GNK", yes=yes,
+        f"Print the {what} of key {name!r}? Anyone who sees it can spend its GNK",
+        yes=yes,
         refused="nothing was shown",
     )
     secret = store.unlock(name, out.password(password_file, key_name=name))
@@ -219,12 +260,17 @@ def delete(
     yes: YesOpt = False,
     json_mode: JsonOpt = False,
 ) -> None:
-    """Delete a key from the keystore. Its funds stay on chain, reachable only with its mnemonic."""
+    """Delete a key from the keystore. Its funds stay on chain, reachable only with its mnemonic.
+
+    Example: gonka wallet delete old-key
+    """
     out = Output(json_mode)
     store = keystore()
     info = store.get(name)
+    out.can_confirm(yes, "delete")
     out.confirm(
-        f"Delete key {name!r} ({info.address})? Without its mnemonic its funds are lost", yes=yes,
+        f"Delete key {name!r} ({info.address})? Without its mnemonic its funds are lost",
+        yes=yes,
         refused="nothing was deleted",
     )
     store.delete(name)
@@ -244,7 +290,10 @@ def balance(
     node: NodeOpt = None,
     json_mode: JsonOpt = False,
 ) -> None:
-    """Show the spendable GNK of a key or address."""
+    """Show the spendable GNK of a key or address.
+
+    Example: gonka wallet balance alice --network devnet
+    """
     out = Output(json_mode)
     profile = network_profile(network, node)
     address, _ = _resolve_address(target, profile)
@@ -263,33 +312,59 @@ def balance(
     def render(c: Console) -> None:
         c.print(f"{address}: {describe(bal.spendable)} spendable", markup=False)
         if bal.total != bal.spendable:
-            c.print(f"{' ' * len(address)}  {describe(bal.total)} in total (some is locked)", markup=False)
+            c.print(
+                f"{' ' * len(address)}  {describe(bal.total)} in total (some is locked)",
+                markup=False,
+            )
 
     out.result(data, render)
 
 
-@app.command()
+# ignore_unknown_options: a negative amount (-1gnk) reaches the amount check, not the option parser.
+@app.command(context_settings={"ignore_unknown_options": True})
 def send(
-    sender: Annotated[str, typer.Argument(metavar="FROM", help="Key name (or its address) to send from.")],
+    sender: Annotated[
+        str, typer.Argument(metavar="FROM", help="Key name (or its address) to send from.")
+    ],
     recipient: Annotated[str, typer.Argument(metavar="TO", help="Recipient address (gonka1...).")],
     amount: Annotated[str, typer.Argument(help="Amount, e.g. 1.5gnk or 1500000000ngonka.")],
-    memo: Annotated[str, typer.Option("--memo", help="Memo (at most 256 characters).")] = "",
+    memo: Annotated[str, typer.Option("--memo", help="Memo (at most 256 bytes).")] = "",
     fee: Annotated[
         str | None,
-        typer.Option("--fee", help="Fee, e.g. 0.0001gnk (default: gas limit x the network's gas price).", show_default=False),
+        typer.Option(
+            "--fee",
+            help="Fee, e.g. 0.0001gnk (default: gas limit x the network's gas price).",
+            show_default=False,
+        ),
     ] = None,
-    gas: Annotated[str, typer.Option("--gas", help="Gas limit: auto (simulate, x1.3) or a number.")] = "auto",
+    gas: Annotated[
+        str, typer.Option("--gas", help="Gas limit: auto (simulate, x1.3) or a number.")
+    ] = "auto",
     yes: YesOpt = False,
     timeout: TimeoutOpt = 60.0,
     offline: Annotated[
-        bool, typer.Option("--offline", help="Sign without touching the network; print the signed transaction.")
+        bool,
+        typer.Option(
+            "--offline", help="Sign without touching the network; print the signed transaction."
+        ),
     ] = False,
-    chain_id: Annotated[str | None, typer.Option("--chain-id", help="With --offline: the chain id.", show_default=False)] = None,
+    chain_id: Annotated[
+        str | None,
+        typer.Option("--chain-id", help="With --offline: the chain id.", show_default=False),
+    ] = None,
     account_number: Annotated[
-        int | None, typer.Option("--account-number", help="With --offline: the sender's account number.", show_default=False)
+        int | None,
+        typer.Option(
+            "--account-number",
+            help="With --offline: the sender's account number.",
+            show_default=False,
+        ),
     ] = None,
     sequence: Annotated[
-        int | None, typer.Option("--sequence", help="With --offline: the sender's next sequence.", show_default=False)
+        int | None,
+        typer.Option(
+            "--sequence", help="With --offline: the sender's next sequence.", show_default=False
+        ),
     ] = None,
     password_file: PasswordFileOpt = None,
     network: NetworkOpt = None,
@@ -304,80 +379,88 @@ def send(
 
     out = Output(json_mode)
     profile = network_profile(network, node)
-    store = keystore()
     key = _resolve_key(sender, profile)
     amount_ngonka = parse_amount(amount)
     fee_ngonka = parse_amount(fee, what="fee", allow_zero=True) if fee is not None else None
     gas_limit = _parse_gas(gas)
-    to_address = addr.normalize(recipient, profile.prefix)
+    to_address = normalize_address(recipient, profile.prefix)
+    out.can_confirm(yes, "send")
+    offline_values = {"--chain-id": chain_id, "--account-number": account_number,
+                      "--sequence": sequence}  # fmt: skip
 
-    if offline:
-        missing = [n for n, v in (("--chain-id", chain_id), ("--account-number", account_number),
-                                  ("--sequence", sequence)) if v is None]
-        if missing:
-            raise InputError(f"--offline needs {', '.join(missing)} (the node cannot be asked)")
-        plan = transfer.offline_plan(
-            profile, key, to_address, amount_ngonka, chain_id=chain_id or "",
-            account_number=account_number or 0, sequence=sequence or 0,
-            fee_ngonka=fee_ngonka, gas_limit=gas_limit, memo=memo,
-        )
-    else:
-        if chain_id is not None or account_number is not None or sequence is not None:
+    if not offline:
+        if any(v is not None for v in offline_values.values()):
             raise InputError("--chain-id, --account-number and --sequence go with --offline")
         with chain_client(profile) as client:
             with out.status(f"Checking {client.url} and the account..."):
                 plan = transfer.plan_send(
                     client, profile, key, to_address, amount_ngonka,
                     fee_ngonka=fee_ngonka, gas_limit=gas_limit, memo=memo,
-                )
-    if not (json_mode and yes):
-        _print_plan(out.err, plan)
-    out.confirm(
-        "Sign this transaction?" if offline else "Sign and send?", yes=yes,
-        refused="cancelled; nothing was signed or sent",
-    )
-    secret = store.unlock(key.name, out.password(password_file, key_name=key.name))
-
-    if offline:
-        signed = transfer.sign_offline(plan, secret.private_key)
-
-        def render_offline(c: Console) -> None:
-            c.print(f"Signed transaction {signed.txhash} (not sent). Broadcast it later with:", markup=False)
-            c.print(f"gonka wallet broadcast {signed.tx_bytes_b64}", markup=False, soft_wrap=True)
-
-        out.result(signed.to_dict(), render_offline)
+                )  # fmt: skip
+            private_key = _approve(out, plan, key, yes, password_file, "Sign and send?")
+            with out.status("Broadcasting..."):
+                sent = transfer.submit(client, plan, private_key)
+            if sent.retried:
+                out.info(f"Sequence moved: signed again with sequence {sent.plan.sequence}.")
+            out.info(f"Transaction {sent.txhash} accepted by the node.")
+            with out.status("Waiting for it to be in a block..."):
+                result = transfer.wait_for_block(client, sent.txhash, timeout_s=timeout)
+        out.result(
+            {**sent.plan.to_dict(), **result.to_dict()},
+            lambda c: c.print(
+                f"Sent {describe(plan.amount_ngonka)} to {plan.to_address}.\n"
+                f"Transaction {result.txhash} is in block {result.height}.",
+                markup=False,
+            ),
+        )
         return
 
-    with chain_client(profile) as client:
-        with out.status("Broadcasting..."):
-            sent = transfer.submit(client, plan, secret.private_key)
-        if sent.retried:
-            out.info(f"The account's sequence had moved; signed again with sequence {sent.plan.sequence}.")
-        out.info(f"Transaction {sent.txhash} accepted by the node.")
-        with out.status("Waiting for it to be in a block..."):
-            result = transfer.wait_for_block(client, sent.txhash, timeout_s=timeout)
-    data = {**sent.plan.to_dict(), **result.to_dict()}
-    out.result(
-        data,
-        lambda c: c.print(
-            f"Sent {describe(plan.amount_ngonka)} to {plan.to_address}.\n"
-            f"Transaction {result.txhash} is in block {result.height}.",
-            markup=False,
-        ),
-    )
+    missing = [flag for flag, value in offline_values.items() if value is None]
+    if missing:
+        raise InputError(f"--offline needs {', '.join(missing)} (the node cannot be asked)")
+    plan = transfer.offline_plan(
+        profile, key, to_address, amount_ngonka,
+        chain_id=chain_id or "", account_number=account_number or 0, sequence=sequence or 0,
+        fee_ngonka=fee_ngonka, gas_limit=gas_limit, memo=memo,
+    )  # fmt: skip
+    private_key = _approve(out, plan, key, yes, password_file, "Sign this transaction?")
+    signed = transfer.sign_offline(plan, private_key)
+
+    def render_offline(c: Console) -> None:
+        c.print(f"Signed transaction {signed.txhash} (not sent). Broadcast it later with:")
+        c.print(f"gonka wallet broadcast {signed.tx_bytes_b64}", markup=False, soft_wrap=True)
+
+    out.result(signed.to_dict(), render_offline)
+
+
+def _approve(
+    out: Output, plan: SendPlan, key: KeyInfo, yes: bool, password_file: Path | None, question: str
+) -> PrivateKey:
+    """Show the plan, ask, and unlock the key: what stands between a plan and a signature."""
+    if not (out.json_mode and yes):
+        _print_plan(out.err, plan)
+    out.confirm(question, yes=yes, refused="cancelled; nothing was signed or sent")
+    return keystore().unlock(key.name, out.password(password_file, key_name=key.name)).private_key
 
 
 @app.command()
 def broadcast(
     tx_bytes: Annotated[
-        str, typer.Argument(metavar="TX_BYTES_B64", help="The tx_bytes that `send --offline` printed, or - to read them from stdin.")
+        str,
+        typer.Argument(
+            metavar="TX_BYTES_B64",
+            help="The tx_bytes that `send --offline` printed, or - to read them from stdin.",
+        ),
     ],
     timeout: TimeoutOpt = 60.0,
     network: NetworkOpt = None,
     node: NodeOpt = None,
     json_mode: JsonOpt = False,
 ) -> None:
-    """Broadcast a transaction signed earlier with `send --offline`, and wait for its block."""
+    """Broadcast a transaction signed earlier with `send --offline`, and wait for its block.
+
+    Example: jq -r .tx_bytes signed.json | gonka wallet broadcast -
+    """
     from gonka_cli.wallet import transfer
 
     out = Output(json_mode)
@@ -392,18 +475,25 @@ def broadcast(
             result = transfer.wait_for_block(client, txhash, timeout_s=timeout)
     out.result(
         result.to_dict(),
-        lambda c: c.print(f"Transaction {result.txhash} is in block {result.height}.", markup=False),
+        lambda c: c.print(
+            f"Transaction {result.txhash} is in block {result.height}.", markup=False
+        ),
     )
 
 
 @app.command()
 def tx(
-    txhash: Annotated[str, typer.Argument(metavar="HASH", help="Transaction hash (64 hex characters).")],
+    txhash: Annotated[
+        str, typer.Argument(metavar="HASH", help="Transaction hash (64 hex characters).")
+    ],
     network: NetworkOpt = None,
     node: NodeOpt = None,
     json_mode: JsonOpt = False,
 ) -> None:
-    """Show a transaction: its block, result, fee and transfers."""
+    """Show a transaction: its block, result, fee and transfers.
+
+    Example: gonka wallet tx 61C87B6853590FFE339D8423E439CD9E4E742424357FFEF4108280E1443DE245
+    """
     out = Output(json_mode)
     if not _HASH.match(txhash.strip()):
         raise InputError(f"invalid transaction hash {txhash!r}: expected 64 hex characters")
@@ -424,7 +514,9 @@ def tx(
         if result.memo:
             rows.append(("memo", result.memo))
         for t in result.transfers:
-            rows.append(("transfer", f"{t.from_address} -> {t.to_address}: {_coin_text(t.amount, t.denom)}"))
+            rows.append(
+                ("transfer", f"{t.from_address} -> {t.to_address}: {_coin_text(t.amount, t.denom)}")
+            )
         for other in result.other_messages:
             rows.append(("message", other))
         c.print(Output.fields(rows))
@@ -440,7 +532,10 @@ def history(
     node: NodeOpt = None,
     json_mode: JsonOpt = False,
 ) -> None:
-    """Recent sends and receives of a key or address, newest first."""
+    """Recent sends and receives of a key or address, newest first.
+
+    Example: gonka wallet history alice --limit 5
+    """
     from gonka_cli.wallet import transfer
 
     out = Output(json_mode)
@@ -448,26 +543,32 @@ def history(
     address, _ = _resolve_address(target, profile)
     with chain_client(profile) as client, out.status(f"Asking {client.url}..."):
         entries = transfer.history(client, address, limit=limit)
-    data = {"address": address, "network": profile.name, "transfers": [e.to_dict() for e in entries]}
+    data = {
+        "address": address,
+        "network": profile.name,
+        "transfers": [e.to_dict() for e in entries],
+    }
 
     def render(c: Console) -> None:
         if not entries:
             c.print(f"No transfers found for {address}.", markup=False)
             return
-        table = Table(box=None, pad_edge=False)
-        for column in ("height", "time", "", "counterparty", "GNK", "status", "hash"):
-            table.add_column(
-                column, no_wrap=column in ("counterparty", "GNK", "hash"),
-                justify="right" if column == "GNK" else "left",
+        # One line per transfer, so a narrow terminal wraps lines instead of hiding columns.
+        amounts = [
+            ("-" if e.direction == "out" else "+" if e.direction == "in" else " ")
+            + format_gnk(e.amount_ngonka)
+            for e in entries
+        ]
+        width = max(len(a) for a in amounts)
+        height_width = max(len(str(e.height)) for e in entries)
+        for e, amount_text in zip(entries, amounts, strict=True):
+            way = {"out": "to  ", "in": "from", "self": "self"}[e.direction]
+            status = "" if e.ok else "  FAILED"
+            c.print(
+                f"{e.height:>{height_width}}  {e.timestamp or '-':<20}  "
+                f"{amount_text:>{width}} GNK  {way} {e.counterparty}  {e.txhash}{status}",
+                markup=False,
             )
-        for e in entries:
-            arrow = {"out": "sent to", "in": "from", "self": "self"}[e.direction]
-            sign = "-" if e.direction == "out" else "+" if e.direction == "in" else ""
-            table.add_row(
-                str(e.height), e.timestamp or "-", arrow, e.counterparty,
-                f"{sign}{format_gnk(e.amount_ngonka)}", "ok" if e.ok else "failed", e.txhash[:12],
-            )
-        c.print(table)
 
     out.result(data, render)
 
@@ -481,32 +582,43 @@ def _columns(words: list[str]) -> Table:
     for _ in range(4):
         table.add_column()
     for r in range(rows):
-        table.add_row(*[
-            f"{r + col * rows + 1:>2}. {words[r + col * rows]}" if r + col * rows < len(words) else ""
-            for col in range(4)
-        ])
+        table.add_row(
+            *[
+                f"{r + col * rows + 1:>2}. {words[r + col * rows]}"
+                if r + col * rows < len(words)
+                else ""
+                for col in range(4)
+            ]
+        )
     return table
 
 
 def _print_key(c: Console, info: dict[str, Any], heading: str | None) -> None:
     if heading:
         c.print(f"{heading} {info['name']!r}.", markup=False)
-    c.print(Output.fields([
-        ("name", info["name"]),
-        ("address", info["address"]),
-        ("pubkey", info["pubkey_hex"]),
-        ("path", info["path"] or "(imported from hex)"),
-        ("file", info["file"]),
-    ]))
+    c.print(
+        Output.fields(
+            [
+                ("name", info["name"]),
+                ("address", info["address"]),
+                ("pubkey", info["pubkey_hex"]),
+                ("path", info["path"] or "(imported from hex)"),
+                ("file", info["file"]),
+            ]
+        )
+    )
 
 
-def _print_plan(c: Console, plan: Any) -> None:
+def _print_plan(c: Console, plan: SendPlan) -> None:
     rows = [
         ("amount", describe(plan.amount_ngonka)),
         ("from", f"{plan.from_name} ({plan.from_address})"),
         ("to", plan.to_address),
-        ("fee", f"{describe(plan.fee_ngonka)}, gas limit {plan.gas_limit}"
-                + (" (estimated)" if plan.gas_estimated else "")),
+        (
+            "fee",
+            f"{describe(plan.fee_ngonka)}, gas limit {plan.gas_limit}"
+            + (" (estimated)" if plan.gas_estimated else ""),
+        ),
     ]
     if plan.memo:
         rows.append(("memo", plan.memo))
@@ -523,36 +635,46 @@ def _coin_text(amount: int, denom: str) -> str:
 def _parse_gas(text: str) -> int | None:
     if text.strip().lower() == "auto":
         return None
-    if not text.strip().isdigit() or int(text) <= 0:
+    if not (text.strip().isascii() and text.strip().isdigit()) or int(text) <= 0:
         raise InputError(f"invalid --gas {text!r}: use auto or a positive whole number")
     return int(text)
 
 
 def _resolve_address(target: str, profile: NetworkProfile) -> tuple[str, str | None]:
     """A key name or an address -> (address, key name or None)."""
-    if target.strip().lower().startswith(profile.prefix + "1"):
-        return addr.normalize(target, profile.prefix), None
+    text = target.strip()
+    if text.lower().startswith(profile.prefix + "1"):
+        return normalize_address(text, profile.prefix), None
     try:
-        info = keystore().get(target)
-    except InvalidKeyName:
-        raise InputError(f"{target!r} is neither a key name nor a {profile.prefix}1... address") from None
+        info = keystore().get(text)
+    except (InvalidKeyName, KeyNotFound):
+        if "1" in text and len(text) >= 20:  # an address of another chain, most likely
+            normalize_address(text, profile.prefix)
+        raise
     return info.address, info.name
 
 
-def _resolve_key(target: str, profile: NetworkProfile):  # type: ignore[no-untyped-def]
+def _resolve_key(target: str, profile: NetworkProfile) -> KeyInfo:
     """The stored key for a name, or for the address of a stored key."""
     store = keystore()
     if target.strip().lower().startswith(profile.prefix + "1"):
-        address = addr.normalize(target, profile.prefix)
+        address = normalize_address(target, profile.prefix)
         info = store.find_by_address(address)
         if info is None:
-            raise InputError(f"no key in the keystore holds {address}; `gonka wallet list` shows your keys")
+            raise InputError(
+                f"no key in the keystore holds {address}; `gonka wallet list` shows your keys"
+            )
         return info
     return store.get(target)
+
+
+def normalize_address(text: str, prefix: str) -> str:
+    from gonka_cli.crypto.address import normalize
+
+    return normalize(text, prefix)
 
 
 def _read_secret(out: Output, label: str) -> str:
     if stdin_is_terminal():
         return out.prompt_secret(label)
     return sys.stdin.read().strip()
-

@@ -44,10 +44,9 @@ def address_from_pubkey(compressed_pubkey: bytes, prefix: str = ACCOUNT_PREFIX) 
 
 def encode(prefix: str, data: bytes) -> str:
     words = _bech32.convertbits(data, 8, 5, True)
-    text = _bech32.bech32_encode(prefix, words)
-    if text is None:  # pragma: no cover - convertbits(…, True) always succeeds
+    if words is None:  # pragma: no cover - padding makes any byte string convertible
         raise InvalidAddress(f"cannot encode {len(data)} bytes as bech32")
-    return str(text)
+    return str(_bech32.bech32_encode(prefix, words))
 
 
 def decode_bech32(text: str) -> tuple[str, list[int]]:

@@ -14,16 +14,15 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import base58
-from ecdsa import SECP256k1, MalformedPointError, VerifyingKey
+from ecdsa import MalformedPointError, SECP256k1, VerifyingKey
 from ecdsa.ellipticcurve import INFINITY
 from mnemonic import Mnemonic
 
+from gonka_cli.crypto import COSMOS_COIN_TYPE, GONKA_COIN_TYPE  # noqa: F401 - re-exported
 from gonka_cli.crypto.address import ripemd160
 from gonka_cli.crypto.secp256k1 import CURVE_ORDER, PrivateKey
 from gonka_cli.errors import InputError, InvalidMnemonic
 
-GONKA_COIN_TYPE = 1200
-COSMOS_COIN_TYPE = 118
 HARDENED = 0x8000_0000
 MNEMONIC_LENGTHS = (12, 15, 18, 21, 24)
 
@@ -42,7 +41,9 @@ def _english() -> Mnemonic:
 def generate_mnemonic(words: int = 24) -> str:
     """A new English BIP39 mnemonic from the OS's secure random source."""
     if words not in MNEMONIC_LENGTHS:
-        raise InputError(f"a mnemonic has {', '.join(map(str, MNEMONIC_LENGTHS))} words, not {words}")
+        raise InputError(
+            f"a mnemonic has {', '.join(map(str, MNEMONIC_LENGTHS))} words, not {words}"
+        )
     return str(_english().generate(strength=words * 32 // 3))
 
 
@@ -105,7 +106,7 @@ class HDPath:
         for part in parts[1:]:
             hardened = part.endswith(("'", "h", "H"))
             digits = part[:-1] if hardened else part
-            if not digits.isdigit() or int(digits) >= HARDENED:
+            if not (digits.isascii() and digits.isdigit()) or int(digits) >= HARDENED:
                 raise InputError(f"derivation path {text!r}: bad component {part!r}")
             indices.append(int(digits) + (HARDENED if hardened else 0))
         return cls(tuple(indices))
@@ -130,15 +131,20 @@ def _hash160(data: bytes) -> bytes:
     return ripemd160(hashlib.sha256(data).digest())
 
 
-@dataclass(frozen=True, repr=False)
-class ExtendedPrivateKey:
-    """A BIP32 extended private key (xprv)."""
+@dataclass(frozen=True)
+class _ExtendedKey:
+    """The fields BIP32 serialises for both kinds of extended key."""
 
     key: bytes
     chain_code: bytes
     depth: int = 0
     parent_fingerprint: bytes = b"\0\0\0\0"
     child_number: int = 0
+
+
+@dataclass(frozen=True, repr=False)
+class ExtendedPrivateKey(_ExtendedKey):
+    """A BIP32 extended private key (xprv); `key` is the 32-byte secret."""
 
     @classmethod
     def from_seed(cls, seed: bytes) -> ExtendedPrivateKey:
@@ -182,7 +188,10 @@ class ExtendedPrivateKey:
 
     def public(self) -> ExtendedPublicKey:
         return ExtendedPublicKey(
-            self.public_key_bytes, self.chain_code, self.depth, self.parent_fingerprint,
+            self.public_key_bytes,
+            self.chain_code,
+            self.depth,
+            self.parent_fingerprint,
             self.child_number,
         )
 
@@ -201,14 +210,8 @@ class ExtendedPrivateKey:
 
 
 @dataclass(frozen=True)
-class ExtendedPublicKey:
-    """A BIP32 extended public key (xpub)."""
-
-    key: bytes
-    chain_code: bytes
-    depth: int = 0
-    parent_fingerprint: bytes = b"\0\0\0\0"
-    child_number: int = 0
+class ExtendedPublicKey(_ExtendedKey):
+    """A BIP32 extended public key (xpub); `key` is the 33-byte compressed point."""
 
     @property
     def fingerprint(self) -> bytes:
@@ -235,9 +238,7 @@ def _point(compressed: bytes):  # type: ignore[no-untyped-def]
     return VerifyingKey.from_string(compressed, curve=SECP256k1).pubkey.point
 
 
-def _serialize(
-    version: bytes, node: ExtendedPrivateKey | ExtendedPublicKey, key_data: bytes
-) -> str:
+def _serialize(version: bytes, node: _ExtendedKey, key_data: bytes) -> str:
     payload = (
         version
         + bytes([node.depth])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from functools import cached_property, lru_cache
 
-from ecdsa import SECP256k1, BadSignatureError, MalformedPointError, SigningKey, VerifyingKey
+from ecdsa import BadSignatureError, MalformedPointError, SECP256k1, SigningKey, VerifyingKey
 from ecdsa.util import sigdecode_string, sigencode_string_canonize
 
 from gonka_cli.errors import InvalidPrivateKey, InvalidPublicKey
@@ -42,9 +42,7 @@ class PrivateKey:
         if cleaned[:2].lower() == "0x":
             cleaned = cleaned[2:]
         if len(cleaned) != 64:
-            raise InvalidPrivateKey(
-                f"a private key is 64 hex characters, got {len(cleaned)}"
-            )
+            raise InvalidPrivateKey(f"a private key is 64 hex characters, got {len(cleaned)}")
         try:
             secret = bytes.fromhex(cleaned)
         except ValueError:

@@ -40,11 +40,8 @@ import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gonka_cli.crypto.address import address_from_pubkey
-from gonka_cli.crypto.hd import ExtendedPrivateKey, HDPath, mnemonic_to_seed, validate_mnemonic
-from gonka_cli.crypto.secp256k1 import PrivateKey
 from gonka_cli.errors import (
     InvalidKeyName,
     KeyExists,
@@ -53,6 +50,10 @@ from gonka_cli.errors import (
     SecretUnavailable,
     WrongPassword,
 )
+
+if TYPE_CHECKING:  # the crypto stack loads when a key is used, not for `list` and `show`
+    from gonka_cli.crypto.hd import HDPath
+    from gonka_cli.crypto.secp256k1 import PrivateKey
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ class Secret:
 
 
 def check_name(name: str) -> str:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise InvalidKeyName(
             f"invalid key name {name!r}: use 1-64 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
@@ -161,7 +162,7 @@ class Keystore:
             return keys, unreadable
         for file in sorted(self.directory.glob(f"*{SUFFIX}")):
             name = file.name[: -len(SUFFIX)]
-            if not _NAME.match(name):
+            if not _NAME.fullmatch(name):
                 continue
             try:
                 keys.append(self._info(name, file, self._read(name, file)))
@@ -210,11 +211,17 @@ class Keystore:
                 f"wrong password for key {name!r} (if you are sure it is right, the key file was "
                 "altered: restore it from a backup)"
             ) from None
+        from gonka_cli.crypto.secp256k1 import PrivateKey
+
         try:
             payload = json.loads(plaintext)
             private_key = PrivateKey.from_hex(payload["private_key_hex"])
-            secret = Secret(private_key, payload.get("mnemonic"), payload.get("bip39_passphrase", ""))
-        except Exception:  # the decrypted bytes are authentic, so this is our own bug or format drift
+            secret = Secret(
+                private_key, payload.get("mnemonic"), payload.get("bip39_passphrase", "")
+            )
+        except (
+            Exception
+        ):  # the decrypted bytes are authentic, so this is our own bug or format drift
             raise _corrupt(file, "its decrypted contents are not a key") from None
         if private_key.public_key.to_hex() != doc["pubkey_hex"]:
             raise _corrupt(file, "its private key does not match its public key")
@@ -225,12 +232,16 @@ class Keystore:
     def check_new(self, name: str) -> None:
         """Raise if `name` is invalid or taken (before asking the user for anything)."""
         if self.path_of(name).exists():
-            raise KeyExists(f"a key named {name!r} already exists; pick another name or delete it first")
+            raise KeyExists(
+                f"a key named {name!r} already exists; pick another name or delete it first"
+            )
 
     def add_mnemonic(
         self, name: str, mnemonic: str, password: str, *, path: HDPath, bip39_passphrase: str = ""
     ) -> KeyInfo:
         """Store the key at `path` of a (validated) mnemonic."""
+        from gonka_cli.crypto.hd import ExtendedPrivateKey, mnemonic_to_seed, validate_mnemonic
+
         phrase = validate_mnemonic(mnemonic)
         seed = mnemonic_to_seed(phrase, bip39_passphrase)
         private_key = ExtendedPrivateKey.from_seed(seed).derive(path).private_key
@@ -247,7 +258,11 @@ class Keystore:
         _fsync_dir(self.directory)
         return info
 
-    def _add(self, name: str, secret: Secret, password: str, *, path: str | None, source: str) -> KeyInfo:
+    def _add(
+        self, name: str, secret: Secret, password: str, *, path: str | None, source: str
+    ) -> KeyInfo:
+        from gonka_cli.crypto.address import address_from_pubkey
+
         self.check_new(name)
         pubkey = secret.private_key.public_key.to_bytes()
         address = address_from_pubkey(pubkey)
@@ -315,29 +330,48 @@ class Keystore:
         try:
             raw = file.read_bytes()
         except FileNotFoundError:
-            raise KeyNotFound(f"no key named {name!r}; `gonka wallet list` shows your keys") from None
+            raise KeyNotFound(
+                f"no key named {name!r}; `gonka wallet list` shows your keys"
+            ) from None
         except OSError as exc:
             raise _corrupt(file, f"cannot be read ({exc.strerror})") from None
         mode = stat.S_IMODE(file.stat().st_mode)
         if mode & 0o077:
-            log.warning("key file %s is readable by other users (mode %o); run chmod 600 on it", file, mode)
+            log.warning(
+                "key file %s is readable by other users (mode %o); run chmod 600 on it", file, mode
+            )
         try:
             doc = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
             raise _corrupt(file, "it is not valid JSON (truncated?)") from None
         if not isinstance(doc, dict):
             raise _corrupt(file, "it is not a JSON object")
         version = doc.get("version")
         if isinstance(version, int) and version > FORMAT_VERSION:
             raise KeystoreCorrupt(
-                f"key file {file} has format {version}, newer than this gonka reads ({FORMAT_VERSION}); upgrade gonka"
+                f"key file {file} has format {version}, newer than this gonka reads "
+                f"({FORMAT_VERSION}); upgrade gonka"
             )
         if version != FORMAT_VERSION:
             raise _corrupt(file, "no supported format version")
-        for key, kind in (("address", str), ("pubkey_hex", str), ("kdf", dict), ("cipher", dict),
-                          ("ciphertext", str)):
+        for key, kind in (
+            ("address", str),
+            ("pubkey_hex", str),
+            ("kdf", dict),
+            ("cipher", dict),
+            ("ciphertext", str),
+        ):
             if not isinstance(doc.get(key), kind):
                 raise _corrupt(file, f"the field {key!r} is missing or malformed")
+        # The address shown to receive funds must be the key's own: check it against the pubkey.
+        from gonka_cli.crypto.address import address_from_pubkey
+
+        try:
+            derived = address_from_pubkey(bytes.fromhex(doc["pubkey_hex"]))
+        except ValueError:
+            raise _corrupt(file, "its public key is not hex") from None
+        if derived != doc["address"]:
+            raise _corrupt(file, "its address does not match its public key")
         return doc
 
     @staticmethod
@@ -356,7 +390,8 @@ class Keystore:
 def mnemonic_of(secret: Secret, name: str) -> str:
     if not secret.mnemonic:
         raise SecretUnavailable(
-            f"key {name!r} was imported from a private key and has no mnemonic; export it with --hex"
+            f"key {name!r} was imported from a private key and has no mnemonic; "
+            "export it with --hex"
         )
     return secret.mnemonic
 
@@ -365,7 +400,10 @@ def _derive(password: str, salt: bytes, params: KdfParams) -> bytes:
     from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
     kdf = Argon2id(
-        salt=salt, length=32, iterations=params.iterations, lanes=params.lanes,
+        salt=salt,
+        length=32,
+        iterations=params.iterations,
+        lanes=params.lanes,
         memory_cost=params.memory_kib,
     )
     return kdf.derive(unicodedata.normalize("NFC", password).encode("utf-8"))

@@ -33,8 +33,8 @@ from gonka_cli.wallet.keystore import KeyInfo
 
 log = logging.getLogger(__name__)
 
-#: The SDK's default MaxMemoCharacters.
-MAX_MEMO_CHARS = 256
+#: The SDK's default MaxMemoCharacters; it counts UTF-8 bytes (Go's len), not characters.
+MAX_MEMO_BYTES = 256
 
 
 @dataclass(frozen=True)
@@ -96,8 +96,9 @@ class OfflineTx:
 
 
 def check_memo(memo: str) -> str:
-    if len(memo) > MAX_MEMO_CHARS:
-        raise InputError(f"memo is {len(memo)} characters; the chain allows at most {MAX_MEMO_CHARS}")
+    size = len(memo.encode("utf-8"))
+    if size > MAX_MEMO_BYTES:
+        raise InputError(f"memo is {size} bytes (UTF-8); the chain allows at most {MAX_MEMO_BYTES}")
     return memo
 
 
@@ -150,7 +151,10 @@ def plan_send(
     if gas_limit is None:
         message = txlib.MsgSend(key.address, to_address, txlib.coins(amount_ngonka, profile.denom))
         sim = txlib.simulation_tx(
-            PublicKey.from_hex(key.pubkey_hex), sequence=account.sequence, message=message, memo=memo
+            PublicKey.from_hex(key.pubkey_hex),
+            sequence=account.sequence,
+            message=message,
+            memo=memo,
         )
         plan = replace(plan, gas_limit=txlib.gas_with_adjustment(client.simulate(sim)))
     if fee_ngonka is None:
@@ -187,7 +191,9 @@ def offline_plan(
         pubkey_hex=key.pubkey_hex,
         to_address=addr.normalize(to_address, profile.prefix),
         amount_ngonka=amount_ngonka,
-        fee_ngonka=fee_ngonka if fee_ngonka is not None else txlib.fee_for_gas(gas, profile.gas_price),
+        fee_ngonka=fee_ngonka
+        if fee_ngonka is not None
+        else txlib.fee_for_gas(gas, profile.gas_price),
         gas_limit=gas,
         gas_estimated=False,
         memo=check_memo(memo),
@@ -223,7 +229,7 @@ def submit(client: ChainClient, plan: SendPlan, key: PrivateKey) -> Submitted:
     """Sign and broadcast (SYNC). On a wrong sequence, refetch it and try once more."""
     signed = sign_plan(plan, key)
     result = client.broadcast(signed.tx_bytes)
-    if result.ok or result.code == codes.TX_IN_MEMPOOL.code and result.codespace in ("", "sdk"):
+    if result.ok or (result.code == codes.TX_IN_MEMPOOL.code and result.codespace in ("", "sdk")):
         return Submitted(signed.txhash, plan)
     if (result.codespace or "sdk", result.code) != ("sdk", codes.WRONG_SEQUENCE.code):
         raise _refused(result.codespace, result.code, result.raw_log, signed.txhash)
@@ -248,7 +254,9 @@ def decode_tx_bytes(text: str) -> txlib.DecodedTx:
     try:
         raw = base64.b64decode(cleaned, validate=True)
     except (binascii.Error, ValueError):
-        raise InputError("TX_BYTES is not valid base64 (pass the tx_bytes that `send --offline` printed)") from None
+        raise InputError(
+            "TX_BYTES is not valid base64 (pass the tx_bytes that `send --offline` printed)"
+        ) from None
     if not raw:
         raise InputError("TX_BYTES is empty")
     return txlib.decode_tx(raw)
@@ -257,7 +265,11 @@ def decode_tx_bytes(text: str) -> txlib.DecodedTx:
 def broadcast_signed(client: ChainClient, profile: NetworkProfile, decoded: txlib.DecodedTx) -> str:
     """Check a pre-signed transaction against the chain, then broadcast it. Returns its hash."""
     check_chain(client, profile)
-    if len(decoded.signers) != 1 or decoded.signers[0].pubkey is None or len(decoded.signatures) != 1:
+    if (
+        len(decoded.signers) != 1
+        or decoded.signers[0].pubkey is None
+        or len(decoded.signatures) != 1
+    ):
         raise InputError("the transaction must have exactly one secp256k1 signer and signature")
     signer = addr.address_from_pubkey(decoded.signers[0].pubkey.to_bytes(), profile.prefix)
     account = client.account(signer)
@@ -266,7 +278,8 @@ def broadcast_signed(client: ChainClient, profile: NetworkProfile, decoded: txli
             f"the signature does not verify for chain {profile.chain_id!r} and account number "
             f"{account.account_number} of {signer}: it was signed for another chain or account; "
             "nothing was sent",
-            codespace="sdk", code=codes.UNAUTHORIZED.code,
+            codespace="sdk",
+            code=codes.UNAUTHORIZED.code,
         )
     if decoded.signers[0].sequence < account.sequence:
         already = client.get_tx(decoded.txhash)
@@ -275,7 +288,8 @@ def broadcast_signed(client: ChainClient, profile: NetworkProfile, decoded: txli
         raise TxError(
             f"the transaction uses sequence {decoded.signers[0].sequence} but the account is at "
             f"{account.sequence}: it is stale; sign it again with --sequence {account.sequence}",
-            codespace="sdk", code=codes.WRONG_SEQUENCE.code,
+            codespace="sdk",
+            code=codes.WRONG_SEQUENCE.code,
         )
     result = client.broadcast(decoded.tx_bytes)
     if result.ok or result.code == codes.TX_IN_MEMPOOL.code:
@@ -283,15 +297,18 @@ def broadcast_signed(client: ChainClient, profile: NetworkProfile, decoded: txli
     raise _refused(result.codespace, result.code, result.raw_log, decoded.txhash)
 
 
-def wait_for_block(client: ChainClient, txhash: str, *, timeout_s: float = 60.0,
-                   poll_s: float = 1.0) -> TxResult:
+def wait_for_block(
+    client: ChainClient, txhash: str, *, timeout_s: float = 60.0, poll_s: float = 1.0
+) -> TxResult:
     """Wait until the transaction is in a block; `TxError` if it is there but failed."""
     result = client.wait_for_tx(txhash, timeout_s=timeout_s, poll_s=poll_s)
     if not result.ok:
         raise TxError(
             f"transaction {txhash} is in block {result.height} but failed: "
             f"{codes.describe(result.codespace, result.code, result.raw_log)}",
-            codespace=result.codespace, code=result.code, txhash=txhash,
+            codespace=result.codespace,
+            code=result.code,
+            txhash=txhash,
         )
     return result
 
@@ -346,8 +363,14 @@ def history(client: ChainClient, address: str, *, limit: int = 20) -> list[Histo
                 direction, other = "in", transfer.from_address
             entries.append(
                 HistoryEntry(
-                    result.txhash, result.height, result.timestamp, direction, other,
-                    transfer.amount, result.fee_ngonka if direction != "in" else 0, result.memo,
+                    result.txhash,
+                    result.height,
+                    result.timestamp,
+                    direction,
+                    other,
+                    transfer.amount,
+                    result.fee_ngonka if direction != "in" else 0,
+                    result.memo,
                     result.ok,
                 )
             )
@@ -385,5 +408,7 @@ def _check_account_key(account: Account, key: KeyInfo) -> None:
 def _refused(codespace: str, code: int, raw_log: str, txhash: str) -> TxError:
     return TxError(
         f"the node refused the transaction: {codes.describe(codespace, code, raw_log)}",
-        codespace=codespace or "sdk", code=code, txhash=txhash,
+        codespace=codespace or "sdk",
+        code=code,
+        txhash=txhash,
     )

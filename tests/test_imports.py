@@ -1,0 +1,80 @@
+"""`gonka --version`, `--help` and every wallet command must not load the heavy compute stack."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PASSWORD, dead_url
+
+HEAVY = ("torch", "onnxruntime", "numpy")
+
+
+def imported_modules(home: Path, *args: str, stdin: str = "") -> set[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GONKA_")}
+    env.update({"GONKA_HOME": str(home), "GONKA_KEYRING_PASSWORD": PASSWORD, "NO_COLOR": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "gonka_cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    modules = set()
+    for line in proc.stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            modules.add(line.rsplit("|", 1)[1].strip())
+    assert modules, proc.stderr
+    return modules
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("imports-home")
+
+
+COMMANDS = [
+    ("--version",),
+    ("--help",),
+    ("wallet", "--help"),
+    ("wallet", "create", "alice", "--yes", "--words", "12"),
+    ("wallet", "list"),
+    ("wallet", "show", "alice"),
+    ("wallet", "export", "alice", "--hex", "--yes"),
+    ("wallet", "balance", "alice", "--node", "NODE"),
+    (
+        "wallet",
+        "send",
+        "alice",
+        "gonka1f85frkfw89cgpva0vgpyuldjgu6uhyd86zuv9p",
+        "1gnk",
+        "--yes",
+        "--offline",
+        "--chain-id",
+        "gonka-devnet",
+        "--account-number",
+        "1",
+        "--sequence",
+        "0",
+    ),
+    ("wallet", "tx", "A" * 64, "--node", "NODE"),
+    ("wallet", "delete", "alice", "--yes"),
+]
+
+
+@pytest.mark.parametrize("args", COMMANDS, ids=lambda a: " ".join(a[:2]))
+def test_command_does_not_import_heavy_modules(args: tuple[str, ...], home: Path) -> None:
+    args = tuple(dead_url() if a == "NODE" else a for a in args)
+    modules = imported_modules(home, *args)
+    heavy = sorted(m for m in modules if m.split(".")[0] in HEAVY)
+    assert heavy == [], f"`gonka {' '.join(args)}` imported {heavy[:5]}"
+
+
+def test_the_import_log_lists_what_the_command_loaded(home: Path) -> None:
+    modules = imported_modules(home, "--version")
+    assert "gonka_cli.cli.main" in modules and "typer" in modules

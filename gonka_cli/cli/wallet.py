@@ -25,10 +25,11 @@ from gonka_cli.cli.options import (
 )
 from gonka_cli.cli.output import Output, stdin_is_terminal
 from gonka_cli.crypto import GONKA_COIN_TYPE
-from gonka_cli.errors import InputError, InvalidKeyName, KeyNotFound
+from gonka_cli.errors import InputError, InvalidKeyName, KeyNotFound, KeystoreCorrupt
 from gonka_cli.settings import NetworkProfile
 
 if TYPE_CHECKING:
+    from gonka_cli.chain.client import ChainClient, TxResult
     from gonka_cli.crypto.secp256k1 import PrivateKey
     from gonka_cli.wallet.keystore import KeyInfo
     from gonka_cli.wallet.transfer import SendPlan
@@ -266,18 +267,21 @@ def delete(
     """
     out = Output(json_mode)
     store = keystore()
-    info = store.get(name)
+    try:
+        info: dict[str, Any] = store.get(name).to_dict()
+        what = f"key {name!r} ({info['address']})"
+    except KeystoreCorrupt as exc:  # an unreadable file can still be deleted
+        out.warn(str(exc))
+        info = {"name": name, "address": None, "file": str(store.path_of(name))}
+        what = f"the unreadable key file {info['file']}"
     out.can_confirm(yes, "delete")
     out.confirm(
-        f"Delete key {name!r} ({info.address})? Without its mnemonic its funds are lost",
+        f"Delete {what}? Without its mnemonic its funds are lost",
         yes=yes,
         refused="nothing was deleted",
     )
     store.delete(name)
-    out.result(
-        {"deleted": info.to_dict()},
-        lambda c: c.print(f"Deleted key {name!r} ({info.address}).", markup=False),
-    )
+    out.result({"deleted": info}, lambda c: c.print(f"Deleted {what}.", markup=False))
 
 
 # --- chain ------------------------------------------------------------------------------
@@ -403,8 +407,7 @@ def send(
             if sent.retried:
                 out.info(f"Sequence moved: signed again with sequence {sent.plan.sequence}.")
             out.info(f"Transaction {sent.txhash} accepted by the node.")
-            with out.status("Waiting for it to be in a block..."):
-                result = transfer.wait_for_block(client, sent.txhash, timeout_s=timeout)
+            result = _wait(out, client, sent.txhash, timeout)
         out.result(
             {**sent.plan.to_dict(), **result.to_dict()},
             lambda c: c.print(
@@ -431,6 +434,18 @@ def send(
         c.print(f"gonka wallet broadcast {signed.tx_bytes_b64}", markup=False, soft_wrap=True)
 
     out.result(signed.to_dict(), render_offline)
+
+
+def _wait(out: Output, client: ChainClient, txhash: str, timeout: float) -> TxResult:
+    """Wait for the block; if the user stops waiting, say how to follow the sent transaction."""
+    from gonka_cli.wallet import transfer
+
+    try:
+        with out.status("Waiting for it to be in a block..."):
+            return transfer.wait_for_block(client, txhash, timeout_s=timeout)
+    except KeyboardInterrupt:
+        out.warn(f"transaction {txhash} was sent; follow it with `gonka wallet tx {txhash}`")
+        raise
 
 
 def _approve(
@@ -471,8 +486,7 @@ def broadcast(
         with out.status("Broadcasting..."):
             txhash = transfer.broadcast_signed(client, profile, decoded)
         out.info(f"Transaction {txhash} accepted by the node.")
-        with out.status("Waiting for it to be in a block..."):
-            result = transfer.wait_for_block(client, txhash, timeout_s=timeout)
+        result = _wait(out, client, txhash, timeout)
     out.result(
         result.to_dict(),
         lambda c: c.print(

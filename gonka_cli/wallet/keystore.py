@@ -252,11 +252,15 @@ class Keystore:
         """Store a raw private key (as `inferenced keys export --unarmored-hex` gives)."""
         return self._add(name, Secret(private_key), password, path=None, source="hex")
 
-    def delete(self, name: str) -> KeyInfo:
-        info = self.get(name)
-        info.file.unlink()
+    def delete(self, name: str) -> None:
+        """Remove a key file, readable or not (a corrupt file can be deleted too)."""
+        try:
+            self.path_of(name).unlink()
+        except FileNotFoundError:
+            raise KeyNotFound(
+                f"no key named {name!r}; `gonka wallet list` shows your keys"
+            ) from None
         _fsync_dir(self.directory)
-        return info
 
     def _add(
         self, name: str, secret: Secret, password: str, *, path: str | None, source: str

@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import sys
+import time
 from pathlib import Path
 
 import pexpect
@@ -178,5 +179,39 @@ def test_send_shows_the_transfer_and_sends_only_after_yes(gonka_home: Path) -> N
         assert code == 0, rest
         assert "is in block" in rest
         assert chain.accounts[bob].balance == 2 * 10**9
+    finally:
+        server.stop()
+
+
+def test_ctrl_c_while_waiting_for_the_block_names_the_sent_transaction(gonka_home: Path) -> None:
+    chain = Chain(block_after_polls=10**9)
+    server = ChainServer(chain).start()
+    try:
+        gonka_home.mkdir(parents=True, exist_ok=True)
+        (gonka_home / "config.toml").write_text(
+            f'default_network = "devnet"\n[networks.devnet]\nrest = ["{server.url}"]\n'
+        )
+        create_interactively(gonka_home)
+        alice = json.loads((gonka_home / "keys" / "alice.json").read_text())["address"]
+        chain.fund(alice, 10**10)
+        child = spawn(
+            gonka_home,
+            "wallet",
+            "send",
+            "alice",
+            "gonka1f85frkfw89cgpva0vgpyuldjgu6uhyd86zuv9p",
+            "1gnk",
+            "--yes",
+        )
+        child.expect("Password for key 'alice'")
+        child.sendline(PASSWORD)
+        child.expect(r"Transaction ([0-9A-F]{64}) accepted")
+        txhash = child.match.group(1)
+        time.sleep(0.5)  # let it start polling for the block
+        child.kill(signal.SIGINT)
+        code, rest = finish(child)
+        assert code == 130
+        assert f"gonka wallet tx {txhash}" in rest
+        assert chain.broadcasts == [txhash]
     finally:
         server.stop()

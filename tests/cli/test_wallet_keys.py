@@ -428,3 +428,13 @@ def test_an_edited_address_is_never_shown_as_the_keys_own(gonka_home: Path) -> N
     listing = run_json("wallet", "list")
     assert [k["name"] for k in listing["keys"]] == ["other"]
     assert listing["unreadable"][0]["name"] == "alice"
+
+
+def test_delete_removes_an_unreadable_key_file_too(gonka_home: Path) -> None:
+    keys_dir(gonka_home).mkdir(parents=True)
+    (keys_dir(gonka_home) / "broken.json").write_text("{")
+    result = run("wallet", "delete", "broken", "--yes", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["deleted"]["address"] is None
+    assert "corrupt" in result.stderr
+    assert not (keys_dir(gonka_home) / "broken.json").exists()

@@ -16,6 +16,8 @@ import pytest
 from tests.chain_server import Chain, ChainServer
 from tests.conftest import MNEMONIC, PASSWORD
 
+BOB = "gonka1f85frkfw89cgpva0vgpyuldjgu6uhyd86zuv9p"
+
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal")
 
 
@@ -149,69 +151,52 @@ def test_delete_asks_and_no_keeps_the_key(gonka_home: Path) -> None:
     assert not (gonka_home / "keys" / "alice.json").exists()
 
 
-def test_send_shows_the_transfer_and_sends_only_after_yes(gonka_home: Path) -> None:
-    chain = Chain()
-    server = ChainServer(chain).start()
-    try:
-        gonka_home.mkdir(parents=True, exist_ok=True)
-        (gonka_home / "config.toml").write_text(
-            f'default_network = "devnet"\n[networks.devnet]\nrest = ["{server.url}"]\n'
-        )
-        create_interactively(gonka_home)
-        alice = json.loads((gonka_home / "keys" / "alice.json").read_text())["address"]
-        bob = "gonka1f85frkfw89cgpva0vgpyuldjgu6uhyd86zuv9p"
-        chain.fund(alice, 10**10)
-
-        child = spawn(gonka_home, "wallet", "send", "alice", bob, "2gnk")
-        child.expect(r"Sign and send\? \[y/N\]")
-        assert "2.000000000 GNK" in child.before and bob in child.before
-        child.sendline("n")
-        code, rest = finish(child)
-        assert code == 1 and "nothing was signed or sent" in rest
-        assert chain.broadcasts == []
-
-        child = spawn(gonka_home, "wallet", "send", "alice", bob, "2gnk")
-        child.expect(r"\[y/N\]")
-        child.sendline("y")
-        child.expect("Password for key 'alice'")
-        child.sendline(PASSWORD)
-        code, rest = finish(child)
-        assert code == 0, rest
-        assert "is in block" in rest
-        assert chain.accounts[bob].balance == 2 * 10**9
-    finally:
-        server.stop()
+def funded_alice(home: Path, chain: Chain) -> str:
+    """Create key 'alice' at the prompts and fund it on the test chain."""
+    create_interactively(home)
+    alice = json.loads((home / "keys" / "alice.json").read_text())["address"]
+    chain.fund(alice, 10**10)
+    return alice
 
 
-def test_ctrl_c_while_waiting_for_the_block_names_the_sent_transaction(gonka_home: Path) -> None:
-    chain = Chain(block_after_polls=10**9)
-    server = ChainServer(chain).start()
-    try:
-        gonka_home.mkdir(parents=True, exist_ok=True)
-        (gonka_home / "config.toml").write_text(
-            f'default_network = "devnet"\n[networks.devnet]\nrest = ["{server.url}"]\n'
-        )
-        create_interactively(gonka_home)
-        alice = json.loads((gonka_home / "keys" / "alice.json").read_text())["address"]
-        chain.fund(alice, 10**10)
-        child = spawn(
-            gonka_home,
-            "wallet",
-            "send",
-            "alice",
-            "gonka1f85frkfw89cgpva0vgpyuldjgu6uhyd86zuv9p",
-            "1gnk",
-            "--yes",
-        )
-        child.expect("Password for key 'alice'")
-        child.sendline(PASSWORD)
-        child.expect(r"Transaction ([0-9A-F]{64}) accepted")
-        txhash = child.match.group(1)
-        time.sleep(0.5)  # let it start polling for the block
-        child.kill(signal.SIGINT)
-        code, rest = finish(child)
-        assert code == 130
-        assert f"gonka wallet tx {txhash}" in rest
-        assert chain.broadcasts == [txhash]
-    finally:
-        server.stop()
+def test_send_shows_the_transfer_and_sends_only_after_yes(
+    gonka_home: Path, chain: Chain, devnet: ChainServer
+) -> None:
+    funded_alice(gonka_home, chain)
+
+    child = spawn(gonka_home, "wallet", "send", "alice", BOB, "2gnk")
+    child.expect(r"Sign and send\? \[y/N\]")
+    assert "2.000000000 GNK" in child.before and BOB in child.before
+    child.sendline("n")
+    code, rest = finish(child)
+    assert code == 1 and "nothing was signed or sent" in rest
+    assert chain.broadcasts == []
+
+    child = spawn(gonka_home, "wallet", "send", "alice", BOB, "2gnk")
+    child.expect(r"\[y/N\]")
+    child.sendline("y")
+    child.expect("Password for key 'alice'")
+    child.sendline(PASSWORD)
+    code, rest = finish(child)
+    assert code == 0, rest
+    assert "is in block" in rest
+    assert chain.accounts[BOB].balance == 2 * 10**9
+
+
+def test_ctrl_c_while_waiting_for_the_block_names_the_sent_transaction(
+    gonka_home: Path, chain: Chain, devnet: ChainServer
+) -> None:
+    chain.block_after_polls = 10**9
+    funded_alice(gonka_home, chain)
+
+    child = spawn(gonka_home, "wallet", "send", "alice", BOB, "1gnk", "--yes")
+    child.expect("Password for key 'alice'")
+    child.sendline(PASSWORD)
+    child.expect(r"Transaction ([0-9A-F]{64}) accepted")
+    txhash = child.match.group(1)
+    time.sleep(0.5)  # let it start polling for the block
+    child.kill(signal.SIGINT)
+    code, rest = finish(child)
+    assert code == 130
+    assert f"gonka wallet tx {txhash}" in rest
+    assert chain.broadcasts == [txhash]

@@ -1135,23 +1135,28 @@ def two_nodes(chain: Chain) -> Any:
         srv.stop()
 
 
-def _unlock_alice(home: Path) -> tuple[Any, Any]:
+def _client_for(*nodes: ChainServer) -> ChainClient:
+    profile = dataclasses.replace(
+        settings.BUILTIN_NETWORKS["devnet"], rest_urls=tuple(n.url for n in nodes)
+    )
+    return ChainClient(profile)
+
+
+def _send_to_carol(client: ChainClient, home: Path) -> transfer.Submitted:
+    """Plan and broadcast 2 GNK from alice to CAROL; the block is not waited for."""
     store = Keystore(home / "keys")
-    return store.get("alice"), store.unlock("alice", PASSWORD).private_key
+    key, private_key = store.get("alice"), store.unlock("alice", PASSWORD).private_key
+    plan = transfer.plan_send(client, client.profile, key, CAROL, 2 * GNK)
+    return transfer.submit(client, plan, private_key)
 
 
 def test_waiting_moves_to_the_next_node_when_the_first_goes_away(
     alice: str, chain: Chain, gonka_home: Path, two_nodes: Any
 ) -> None:
     first, second, running = two_nodes
-    profile = dataclasses.replace(
-        settings.BUILTIN_NETWORKS["devnet"], rest_urls=(first.url, second.url)
-    )
-    key, private_key = _unlock_alice(gonka_home)
 
-    with ChainClient(profile) as client:
-        plan = transfer.plan_send(client, profile, key, CAROL, 2 * GNK)
-        sent = transfer.submit(client, plan, private_key)
+    with _client_for(first, second) as client:
+        sent = _send_to_carol(client, gonka_home)
         assert [m.txhash for m in chain.mempool] == [sent.txhash]
         first.stop()
         running.remove(first)
@@ -1167,14 +1172,9 @@ def test_waiting_while_every_node_is_gone_times_out_naming_the_hash(
     alice: str, chain: Chain, gonka_home: Path, two_nodes: Any
 ) -> None:
     first, second, running = two_nodes
-    profile = dataclasses.replace(
-        settings.BUILTIN_NETWORKS["devnet"], rest_urls=(first.url, second.url)
-    )
-    key, private_key = _unlock_alice(gonka_home)
 
-    with ChainClient(profile) as client:
-        plan = transfer.plan_send(client, profile, key, CAROL, 2 * GNK)
-        sent = transfer.submit(client, plan, private_key)
+    with _client_for(first, second) as client:
+        sent = _send_to_carol(client, gonka_home)
         for srv in (first, second):
             srv.stop()
             running.remove(srv)

@@ -129,3 +129,49 @@ class TxError(ChainError):
         self.codespace = codespace
         self.code = code
         self.txhash = txhash
+
+
+# --- compute engine (models, PoC, inference) --------------------------------------------
+
+
+class UnknownModel(InputError):
+    """A model name that is not in the catalogue."""
+
+
+class InvalidComputeInput(InputError):
+    """A nonce, block hash, public key, token or artifact that the compute engine cannot use."""
+
+
+class InvalidProof(InputError):
+    """An MMR proof or a PoC proof answer that is malformed (wrong length, bad index...)."""
+
+
+class DeviceError(GonkaError):
+    """A compute device (GPU or CPU backend) that cannot do what was asked."""
+
+
+class DeviceUnavailable(DeviceError):
+    """CUDA (or another backend) was asked for and is not usable: never fall back silently."""
+
+
+class BackendUnavailable(DeviceError):
+    """A compute backend (onnxruntime, an execution provider) is not installed or not usable."""
+
+
+# --- local network node -----------------------------------------------------------------
+
+
+class NodeError(GonkaError):
+    """The local network node (`gonka node`): its home, genesis and state."""
+
+
+class GenesisError(NodeError):
+    """The genesis file is missing, unreadable or inconsistent."""
+
+
+class NodeStateError(NodeError):
+    """The node's database is unreadable or does not match its genesis."""
+
+
+class NodeRunning(NodeError):
+    """Another node process already holds this home or port."""

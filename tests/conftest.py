@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from gonka_cli.node.genesis import ChainParams, NodeHome, init_home
+from gonka_cli.node.runner import Node
 from gonka_cli.wallet import keystore as keystore_module
 from tests.chain_server import Chain, ChainServer
 
@@ -73,3 +75,56 @@ def dead_url() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}"
+
+
+# --- the real local node ----------------------------------------------------------------
+
+#: Blocks come quickly in tests, so waiting for one costs little.
+TEST_BLOCK_TIME_S = 0.1
+
+StartNode = Callable[..., Node]
+
+
+@pytest.fixture
+def start_node(tmp_path: Path) -> Iterator[StartNode]:
+    """Start real `gonka node`s (HTTP on a free 127.0.0.1 port, SQLite) on server threads.
+
+    `start_node(accounts=[(address, ngonka)], home=None, **chain_params)` initialises the home
+    (unless it exists, which restarts that node) and returns the running `Node`; its
+    `info.url` is the REST base and `ledger` the state. Every node is stopped afterwards.
+    """
+    nodes: list[Node] = []
+
+    def start(
+        accounts: Sequence[tuple[str, int]] = (), home: Path | None = None, **params: Any
+    ) -> Node:
+        root = home or tmp_path / f"node{len(nodes)}"
+        if not NodeHome(root).exists():
+            params.setdefault("block_time_s", TEST_BLOCK_TIME_S)
+            init_home(root, accounts=list(accounts), params=ChainParams(**params))
+        node = Node(root, port=0)
+        node.start()
+        nodes.append(node)
+        return node
+
+    yield start
+    for node in nodes:
+        node.stop()
+
+
+def use_devnet(home: Path, *urls: str) -> None:
+    """Make devnet the default network, served by `urls` (through the config file)."""
+    home.mkdir(parents=True, exist_ok=True)
+    rest = ", ".join(f'"{u}"' for u in urls)
+    (home / "config.toml").write_text(
+        f'default_network = "devnet"\n[networks.devnet]\nrest = [{rest}]\n'
+    )
+
+
+@pytest.fixture
+def local_node(start_node: StartNode, gonka_home: Path) -> Node:
+    """A running node that the devnet profile (the default network) points at."""
+    node = start_node()
+    assert node.info is not None
+    use_devnet(gonka_home, node.info.url)
+    return node

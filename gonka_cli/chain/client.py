@@ -286,6 +286,33 @@ class ChainClient:
             for i, r in enumerate(responses)
         ]
 
+    def node_status(self) -> dict[str, Any]:
+        """A gonka node's own status (`/v1/node/status`): height, accounts, mempool, uptime."""
+        status, data = self._request("GET", "/v1/node/status")
+        if status == 404:
+            raise NodeResponseError(
+                f"{self.url} is not a gonka node (no /v1/node/status); is it a Cosmos SDK node?"
+            )
+        if status != 200 or not isinstance(data, dict):
+            raise _http_error(self.url, "GET", "/v1/node/status", status, data)
+        return data
+
+    def faucet(self, address: str, amount_ngonka: int | None = None) -> str:
+        """Ask a devnet node's faucet for GNK; returns the hash of the faucet's transfer."""
+        body: dict[str, Any] = {"address": address}
+        if amount_ngonka is not None:
+            body["amount"] = str(amount_ngonka)
+        status, data = self._request("POST", "/faucet", body=body)
+        message = str(data.get("message", "")) if isinstance(data, dict) else ""
+        if status == 404:
+            raise ChainError(f"node {self.url} has no faucet: only a local devnet node has one")
+        if status != 200:
+            raise ChainError(f"the faucet refused: {codes.first_line(message) or f'HTTP {status}'}")
+        txhash = data.get("txhash") if isinstance(data, dict) else None
+        if not isinstance(txhash, str):
+            raise NodeResponseError(f"node {self.url} sent a malformed faucet answer")
+        return txhash.upper()
+
     # -- transactions --------------------------------------------------------------------
 
     def simulate(self, tx_bytes: bytes) -> int:
@@ -336,8 +363,13 @@ class ChainClient:
         poll_s: float = 1.0,
         sleep: Callable[[float], None] = time.sleep,
     ) -> TxResult:
-        """Poll until the transaction is in a block. Node outages meanwhile are retried."""
+        """Poll until the transaction is in a block. Node outages meanwhile are retried.
+
+        The first polls come quickly (a local devnet makes a block every second or faster),
+        then the interval doubles up to `poll_s`.
+        """
         deadline = time.monotonic() + timeout_s
+        interval = min(0.2, poll_s)
         while True:
             try:
                 result = self.get_tx(txhash)
@@ -346,12 +378,13 @@ class ChainClient:
                 result = None
             if result is not None:
                 return result
-            if time.monotonic() + poll_s > deadline:
+            if time.monotonic() + interval > deadline:
                 raise TxTimeout(
                     f"transaction {txhash} is not in a block after {timeout_s:g} s; it may still "
                     f"land: check with `gonka wallet tx {txhash}`"
                 )
-            sleep(poll_s)
+            sleep(interval)
+            interval = min(interval * 2, poll_s)
 
     def require_tx(self, txhash: str) -> TxResult:
         result = self.get_tx(txhash)

@@ -16,7 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from gonka_cli import __version__, settings
-from gonka_cli.cli import wallet
+from gonka_cli.cli import node, wallet
 from gonka_cli.cli.output import one_line
 from gonka_cli.errors import GonkaError, InputError
 
@@ -81,6 +81,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(wallet.app, name="wallet")
+app.add_typer(node.app, name="node")
 
 
 def _version(value: bool) -> None:

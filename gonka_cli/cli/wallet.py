@@ -25,7 +25,13 @@ from gonka_cli.cli.options import (
 )
 from gonka_cli.cli.output import Output, stdin_is_terminal
 from gonka_cli.crypto import GONKA_COIN_TYPE
-from gonka_cli.errors import InputError, InvalidKeyName, KeyNotFound, KeystoreCorrupt
+from gonka_cli.errors import (
+    ChainError,
+    InputError,
+    InvalidKeyName,
+    KeyNotFound,
+    KeystoreCorrupt,
+)
 from gonka_cli.settings import NetworkProfile
 
 if TYPE_CHECKING:
@@ -320,6 +326,62 @@ def balance(
                 f"{' ' * len(address)}  {describe(bal.total)} in total (some is locked)",
                 markup=False,
             )
+
+    out.result(data, render)
+
+
+@app.command()
+def faucet(
+    target: Annotated[str, typer.Argument(metavar="NAME|ADDRESS", help="Key name or address.")],
+    amount: Annotated[
+        str | None,
+        typer.Option("--amount", help="How much, e.g. 1000gnk (default: the faucet's amount)."),
+    ] = None,
+    network: NetworkOpt = None,
+    node: NodeOpt = None,
+    wait: Annotated[bool, typer.Option(help="Wait until the transfer is in a block.")] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the block.")] = 60.0,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Get free devnet GNK from a local node's faucet (devnet only).
+
+    Example: gonka wallet faucet alice
+    """
+    out = Output(json_mode)
+    profile = network_profile(network or "devnet", node)
+    if profile.chain_id == "gonka-mainnet":
+        raise InputError(
+            "there is no faucet on gonka-mainnet; use --network devnet with `gonka node start`"
+        )
+    address, _ = _resolve_address(target, profile)
+    amount_ngonka = parse_amount(amount) if amount else None
+    with chain_client(profile) as client:
+        info = client.node_info()
+        if info.chain_id == "gonka-mainnet":
+            raise InputError(f"{client.url} is a gonka-mainnet node: it has no faucet")
+        txhash = client.faucet(address, amount_ngonka)
+        result = _wait(out, client, txhash, timeout) if wait else None
+        if result is not None and not result.ok:
+            raise ChainError(f"the faucet's transfer {txhash} failed: {result.raw_log}")
+        bal = client.balance(address, profile.denom) if result is not None else None
+    received = sum(t.amount for t in result.transfers) if result else amount_ngonka
+    data = {
+        "address": address,
+        "txhash": txhash,
+        "height": result.height if result else None,
+        "amount_ngonka": str(received) if received is not None else None,
+        "balance_ngonka": str(bal.spendable) if bal else None,
+    }
+
+    def render(c: Console) -> None:
+        if result is None:
+            c.print(f"Faucet transfer {txhash} sent to {address}.", markup=False)
+            return
+        c.print(
+            f"Received {describe(received or 0)} from the faucet (block {result.height}); "
+            f"{address} now holds {describe(bal.spendable if bal else 0)}.",
+            markup=False,
+        )
 
     out.result(data, render)
 

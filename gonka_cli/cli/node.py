@@ -1,0 +1,175 @@
+"""`gonka node`: run a local Gonka network (devnet) on this machine."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from gonka_cli.cli.options import JsonOpt, NodeOpt, chain_client, network_profile
+from gonka_cli.cli.output import Output
+from gonka_cli.errors import InputError
+
+app = typer.Typer(
+    help="Run a local Gonka network (devnet): ledger, blocks and the Cosmos REST API.",
+    no_args_is_help=True,
+)
+
+HomeOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--home",
+        help="The node's directory (genesis, database, faucet key). "
+        "Default: 'node' in gonka's data directory.",
+        file_okay=False,
+        show_default=False,
+    ),
+]
+BlockTimeOpt = Annotated[
+    str | None,
+    typer.Option("--block-time", help="Time between blocks, e.g. 1s or 500ms.", show_default=False),
+]
+
+
+def parse_duration(text: str) -> float:
+    """`1s`, `500ms`, `2m` or a plain number of seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*", text)
+    if not match:
+        raise InputError(f"invalid duration {text!r}: use e.g. 1s, 500ms or 2m")
+    value = float(match.group(1))
+    return value * {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}[match.group(2)]
+
+
+def _home(home: Path | None) -> Path:
+    from gonka_cli.node.genesis import default_home
+
+    return (home or default_home()).expanduser()
+
+
+@app.command()
+def init(
+    home: HomeOpt = None,
+    chain_id: Annotated[str, typer.Option("--chain-id", help="Chain id.")] = "gonka-devnet",
+    genesis_account: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--genesis-account",
+            help="ADDR=AMOUNT funded at genesis (repeatable), e.g. gonka1...=1000gnk.",
+            show_default=False,
+        ),
+    ] = None,
+    block_time: BlockTimeOpt = None,
+    min_gas_price: Annotated[
+        str, typer.Option("--min-gas-price", help="Minimum gas price in ngonka per gas unit.")
+    ] = "0",
+    json_mode: JsonOpt = False,
+) -> None:
+    """Write the genesis of a new local network and its funded faucet key.
+
+    Example: gonka node init --genesis-account gonka1...=1000gnk
+    """
+    from gonka_cli.node.genesis import ChainParams, init_home, parse_genesis_account
+
+    out = Output(json_mode)
+    accounts = [parse_genesis_account(a) for a in genesis_account or []]
+    params = ChainParams(
+        block_time_s=parse_duration(block_time) if block_time else 1.0,
+        min_gas_price=min_gas_price,
+    )
+    params.check()
+    root = _home(home)
+    genesis = init_home(root, chain_id=chain_id, accounts=accounts, params=params)
+    data = {
+        "home": str(root),
+        "chain_id": genesis.chain_id,
+        "faucet_address": genesis.faucet_address,
+        "accounts": [{"address": a, "amount_ngonka": str(n)} for a, n in genesis.balances],
+        "params": genesis.params.to_dict(),
+    }
+
+    def render(c: Console) -> None:
+        c.print(f"Initialised node home {root} (chain {genesis.chain_id})", markup=False)
+        c.print(f"faucet: {genesis.faucet_address}", markup=False)
+        for address, amount in genesis.balances[1:]:
+            c.print(f"genesis account: {address} {amount} ngonka", markup=False)
+        c.print("Start it with: gonka node start" + (f" --home {root}" if home else ""))
+
+    out.result(data, render)
+
+
+@app.command()
+def start(
+    home: HomeOpt = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port (0 picks a free one).")] = 1317,
+    block_time: BlockTimeOpt = None,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Run the node in the foreground until Ctrl-C or SIGTERM (an empty home is initialised).
+
+    Example: gonka node start --block-time 500ms
+    """
+    import logging
+    import sys
+
+    from gonka_cli.node.runner import NodeInfo, serve_forever
+
+    out = Output(json_mode)
+    if not 0 <= port <= 65535:
+        raise InputError(f"invalid --port {port}: use 0-65535")
+    seconds = parse_duration(block_time) if block_time else None
+    logging.getLogger("gonka_cli.node").setLevel(logging.INFO)
+
+    def ready(info: NodeInfo) -> None:
+        def render(c: Console) -> None:
+            if info.created:
+                c.print(f"Initialised a new devnet in {info.home}", markup=False)
+            c.print(
+                f"gonka node: chain {info.chain_id} at {info.url}, height {info.height}, "
+                f"a block every {info.block_time_s:g} s",
+                markup=False,
+            )
+            c.print(
+                f"faucet: {info.faucet_address} (key 'faucet' in {Path(info.faucet_key).parent})",
+                markup=False,
+            )
+            c.print("Press Ctrl-C to stop.", markup=False)
+
+        out.result(info.to_dict(), render)
+        sys.stdout.flush()
+
+    serve_forever(_home(home), host=host, port=port, block_time_s=seconds, on_ready=ready)
+    out.info("Node stopped.")
+
+
+@app.command()
+def status(node: NodeOpt = None, json_mode: JsonOpt = False) -> None:
+    """Show a running node's height, chain id, accounts, mempool and uptime.
+
+    Example: gonka node status --node http://127.0.0.1:1317
+    """
+    out = Output(json_mode)
+    profile = network_profile("devnet" if node is None else None, node)
+    with chain_client(profile) as client:
+        data: dict[str, Any] = {"url": client.url, **client.node_status()}
+
+    def render(c: Console) -> None:
+        c.print(
+            Output.fields(
+                [
+                    ("node", str(data["url"])),
+                    ("chain id", str(data.get("chain_id"))),
+                    ("height", str(data.get("height"))),
+                    ("latest block", str(data.get("latest_block_time"))),
+                    ("accounts", str(data.get("accounts"))),
+                    ("mempool", f"{data.get('mempool_txs')} txs"),
+                    ("transactions", str(data.get("txs"))),
+                    ("uptime", f"{float(data.get('uptime_s') or 0):.0f} s"),
+                ]
+            )
+        )
+
+    out.result(data, render)

@@ -1,0 +1,13 @@
+"""The compute engine: the math that `gonka mine`, `gonka bench` and the local node share.
+
+- `rng`: portable MurmurHash3 / Box-Muller randomness (PoC v2).
+- `models`: the built-in seeded Llama-style models and their catalogue.
+- `tokenizer`: the byte-level tokenizer.
+- `artifacts`: one PoC artifact (12 fp16 values) and one MMR leaf, encoded and decoded.
+- `poc`: nonces to artifacts.
+- `mmr`: the Merkle Mountain Range that commits to artifacts, with proofs.
+- `validation`: checking a prover's answers and the binomial fraud test.
+- `inference`: generation with top-k logprobs and replay validation.
+
+torch and numpy are imported inside the modules that compute, never by this package.
+"""

@@ -1,0 +1,302 @@
+"""Running a node: the home lock, the ledger, the HTTP server and the block clock.
+
+`Node` serves in the foreground (`run()`, for `gonka node start`: uvicorn stops it cleanly on
+Ctrl-C or SIGTERM) or on a background thread (`start()` / `stop()`, for `gonka mine --devnet`
+and the tests). Either way a last block is made at shutdown, so that transactions the
+mempool accepted are not dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gonka_cli.crypto.secp256k1 import PrivateKey
+from gonka_cli.errors import NodeError, NodeRunning
+from gonka_cli.node.genesis import FAUCET_KEY, ChainParams, Genesis, NodeHome, init_home
+from gonka_cli.node.ledger import Ledger
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """What the start-up banner shows."""
+
+    home: str
+    url: str
+    chain_id: str
+    height: int
+    faucet_address: str
+    faucet_key: str
+    block_time_s: float
+    created: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def prepare_home(root: Path, *, params: ChainParams | None = None) -> tuple[NodeHome, bool]:
+    """The node home at `root`, initialised with devnet defaults when it is empty."""
+    home = NodeHome(root)
+    if home.exists():
+        return home, False
+    init_home(root, params=params)
+    return home, True
+
+
+class _HomeLock:
+    """An exclusive lock on the node home, released by the OS if the process dies."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # Windows: no advisory locks; run one node per home by hand
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise NodeRunning(
+                f"another node is already running with home {self.path.parent}; stop it first "
+                "or use another --home"
+            ) from None
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket; port 0 picks a free one."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise NodeRunning(
+            f"cannot listen on {host}:{port} ({exc.strerror}); is another node running? "
+            "Pick another --port"
+        ) from None
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+class Node:
+    """One local network node over a home directory."""
+
+    def __init__(
+        self,
+        home: Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 1317,
+        block_time_s: float | None = None,
+    ) -> None:
+        self.home_path = Path(home)
+        self.host = host
+        self.port = port
+        self._block_time_s = block_time_s
+        self._lock = _HomeLock(self.home_path / "node.lock")
+        self._sock: socket.socket | None = None
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self.ledger: Ledger | None = None
+        self.info: NodeInfo | None = None
+        self._created = False
+        self._startup_error: BaseException | None = None
+
+    # -- set-up --------------------------------------------------------------------------
+
+    def open(self) -> NodeInfo:
+        """Initialise the home if empty, lock it, open the ledger and bind the port."""
+        home, self._created = prepare_home(self.home_path)
+        self._lock.acquire()
+        try:
+            genesis = home.load_genesis()
+            if self._block_time_s is not None:
+                from gonka_cli.node.genesis import with_params
+
+                genesis = with_params(genesis, block_time_s=self._block_time_s)
+            faucet = _faucet_key(home, genesis)
+            self.ledger = Ledger(str(home.db_file), genesis, faucet_key=faucet)
+            self._sock = bind(self.host, self.port)
+        except BaseException:
+            self.close()
+            raise
+        port = self._sock.getsockname()[1]
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        self.info = NodeInfo(
+            home=str(self.home_path),
+            url=f"http://{host}:{port}",
+            chain_id=genesis.chain_id,
+            height=self.ledger.height,
+            faucet_address=genesis.faucet_address,
+            faucet_key=str(home.keys_dir / f"{FAUCET_KEY}.json"),
+            block_time_s=genesis.params.block_time_s,
+            created=self._created,
+        )
+        return self.info
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        if self.ledger is not None:
+            self.ledger.close()
+            self.ledger = None
+        self._lock.release()
+
+    # -- serving -------------------------------------------------------------------------
+
+    def _make_server(self) -> Any:
+        import uvicorn
+
+        from gonka_cli.node.api import create_app
+
+        ledger = self.ledger
+        if ledger is None:
+            raise NodeError("the node is not open")
+        app = create_app(ledger)
+        block_time = ledger.params.block_time_s
+
+        @contextlib.asynccontextmanager
+        async def lifespan(_: Any) -> AsyncIterator[None]:
+            task = asyncio.create_task(_block_clock(ledger, block_time))
+            try:
+                yield
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                # A last block: what the mempool accepted is applied, not dropped.
+                if ledger.mempool:
+                    ledger.make_block()
+
+        app.router.lifespan_context = lifespan
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=5,
+            limit_concurrency=4096,
+        )
+        return uvicorn.Server(config)
+
+    def run(self) -> None:
+        """Serve in the foreground until Ctrl-C or SIGTERM, then shut down cleanly."""
+        if self._sock is None:
+            self.open()
+        self._server = self._make_server()
+        # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal to the
+        # handler it found: for SIGTERM make that a no-op, so the process exits normally.
+        previous = signal.signal(signal.SIGTERM, lambda *_: None)
+        try:
+            self._server.run(sockets=[self._sock])
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            self.close()
+
+    def start(self, timeout_s: float = 30.0) -> NodeInfo:
+        """Serve on a background thread; returns once the node answers requests."""
+        info = self.info or self.open()
+        self._server = self._make_server()
+
+        def serve() -> None:
+            try:
+                self._server.run(sockets=[self._sock])
+            except BaseException as exc:  # surfaced by start() or stop()
+                self._startup_error = exc
+
+        self._thread = threading.Thread(target=serve, name="gonka-node", daemon=True)
+        self._thread.start()
+        limit = time.monotonic() + timeout_s
+        while not self._server.started:
+            if self._startup_error is not None or not self._thread.is_alive():
+                self.close()
+                raise NodeError(f"the node did not start: {self._startup_error}")
+            if time.monotonic() > limit:
+                self.stop()
+                raise NodeError(f"the node did not start within {timeout_s:g} s")
+            time.sleep(0.01)
+        return info
+
+    def stop(self) -> None:
+        """Stop a node started with `start()` (a last block first) and release its home."""
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+        self.close()
+
+    def __enter__(self) -> Node:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+async def _block_clock(ledger: Ledger, block_time_s: float) -> None:
+    """Make a block every `block_time_s`, on the same loop as the API (never concurrently)."""
+    loop = asyncio.get_running_loop()
+    next_at = loop.time() + block_time_s
+    while True:
+        await asyncio.sleep(max(0.0, next_at - loop.time()))
+        try:
+            ledger.make_block()
+        except Exception:
+            # A block that cannot be written means the disk or the database is broken:
+            # stop making blocks rather than serve state that is not on disk.
+            log.exception("cannot write block %d; the node stops making blocks", ledger.height + 1)
+            raise
+        next_at += block_time_s
+        if next_at < loop.time():  # fell behind (a long pause): do not make a burst of blocks
+            next_at = loop.time() + block_time_s
+
+
+def _faucet_key(home: NodeHome, genesis: Genesis) -> PrivateKey | None:
+    """The faucet's private key from the node's keystore (None: a node without a faucet)."""
+    from gonka_cli.wallet.keystore import Keystore
+
+    keystore = Keystore(home.keys_dir)
+    if not genesis.faucet_address or not keystore.exists(FAUCET_KEY):
+        return None
+    return keystore.unlock(FAUCET_KEY, home.keystore_password()).private_key
+
+
+def serve_forever(
+    home: Path,
+    *,
+    host: str,
+    port: int,
+    block_time_s: float | None,
+    on_ready: Callable[[NodeInfo], None],
+) -> None:
+    """`gonka node start`: open the node, report it, serve until Ctrl-C or SIGTERM."""
+    node = Node(home, host=host, port=port, block_time_s=block_time_s)
+    info = node.open()
+    on_ready(info)
+    node.run()

@@ -2,16 +2,18 @@
 
 Signatures are what the Cosmos SDK produces and accepts: ECDSA over SHA-256(message) with an
 RFC 6979 deterministic nonce, normalised to low-S (s <= n/2), encoded as 64 bytes r || s.
-Verification rejects high-S signatures, as the SDK does.
+Verification rejects high-S signatures, as the SDK does. Keys and signing use `ecdsa`;
+verification uses libsecp256k1 through `coincurve` (the same checks, ~70x faster).
 """
 
 from __future__ import annotations
 
 import hashlib
 from functools import cached_property, lru_cache
+from typing import Any
 
-from ecdsa import BadSignatureError, MalformedPointError, SECP256k1, SigningKey, VerifyingKey
-from ecdsa.util import sigdecode_string, sigencode_string_canonize
+from ecdsa import MalformedPointError, SECP256k1, SigningKey, VerifyingKey
+from ecdsa.util import sigencode_string_canonize
 
 from gonka_cli.errors import InvalidPrivateKey, InvalidPublicKey
 
@@ -118,13 +120,14 @@ class PublicKey:
         s = int.from_bytes(signature[32:], "big")
         if not (0 < r < CURVE_ORDER and 0 < s <= HALF_ORDER):
             return False  # high-S is malleable; the Cosmos SDK refuses it
+        # libsecp256k1 (through coincurve) verifies ~70x faster than pure Python, which is
+        # what lets the local node check hundreds of transactions per second.
+        from coincurve.ecdsa import cdata_to_der, deserialize_compact
+
         try:
-            return bool(
-                _verifying_key(self._compressed).verify_digest(
-                    signature, digest, sigdecode=sigdecode_string
-                )
-            )
-        except BadSignatureError:
+            der = cdata_to_der(deserialize_compact(signature))
+            return bool(_coincurve_key(self._compressed).verify(der, digest, hasher=None))
+        except ValueError:
             return False
 
     def __eq__(self, other: object) -> bool:
@@ -135,6 +138,13 @@ class PublicKey:
 
     def __repr__(self) -> str:
         return f"PublicKey({self.to_hex()})"
+
+
+@lru_cache(maxsize=4096)
+def _coincurve_key(compressed: bytes) -> Any:
+    import coincurve
+
+    return coincurve.PublicKey(compressed)
 
 
 @lru_cache(maxsize=1024)

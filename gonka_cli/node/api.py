@@ -358,7 +358,7 @@ def create_app(ledger: Ledger, *, moniker: str = "gonka-devnet-node") -> FastAPI
         data.update(
             uptime_s=round(time.monotonic() - started, 3),
             version=__version__,
-            block_time_s=ledger.params.block_time_s,
+            block_time_s=ledger.block_time_s,
             min_gas_price=ledger.params.min_gas_price,
             faucet_address=ledger.genesis.faucet_address,
         )

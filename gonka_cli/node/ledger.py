@@ -204,9 +204,18 @@ class FaucetRefused(InputError):
 class Ledger:
     """The chain state of one node. Thread-safe: every public method holds one lock."""
 
-    def __init__(self, db_path: str, genesis: Genesis, *, faucet_key: PrivateKey | None = None):
+    def __init__(
+        self,
+        db_path: str,
+        genesis: Genesis,
+        *,
+        faucet_key: PrivateKey | None = None,
+        block_time_s: float | None = None,
+    ):
         self.genesis = genesis
         self.params = genesis.params
+        #: The pace of blocks (the genesis value unless `gonka node start --block-time`).
+        self.block_time_s = block_time_s or genesis.params.block_time_s
         self.chain_id = genesis.chain_id
         self._gas_price = genesis.params.gas_price
         self._lock = threading.RLock()

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from gonka_cli.crypto.secp256k1 import PrivateKey
-from gonka_cli.errors import NodeError, NodeRunning
+from gonka_cli.errors import InputError, NodeError, NodeRunning
 from gonka_cli.node.genesis import FAUCET_KEY, ChainParams, Genesis, NodeHome, init_home
 from gonka_cli.node.ledger import Ledger
 
@@ -137,12 +137,14 @@ class Node:
         self._lock.acquire()
         try:
             genesis = home.load_genesis()
-            if self._block_time_s is not None:
-                from gonka_cli.node.genesis import with_params
-
-                genesis = with_params(genesis, block_time_s=self._block_time_s)
             faucet = _faucet_key(home, genesis)
-            self.ledger = Ledger(str(home.db_file), genesis, faucet_key=faucet)
+            # --block-time changes the pace, not the chain: the genesis stays as written.
+            block_time_s = self._block_time_s or genesis.params.block_time_s
+            if not 0.05 <= block_time_s <= 3600:
+                raise InputError("the block time must be between 50 ms and 1 hour")
+            self.ledger = Ledger(
+                str(home.db_file), genesis, faucet_key=faucet, block_time_s=block_time_s
+            )
             self._sock = bind(self.host, self.port)
         except BaseException:
             self.close()
@@ -156,7 +158,7 @@ class Node:
             height=self.ledger.height,
             faucet_address=genesis.faucet_address,
             faucet_key=str(home.keys_dir / f"{FAUCET_KEY}.json"),
-            block_time_s=genesis.params.block_time_s,
+            block_time_s=block_time_s,
             created=self._created,
         )
         return self.info
@@ -181,7 +183,7 @@ class Node:
         if ledger is None:
             raise NodeError("the node is not open")
         app = create_app(ledger)
-        block_time = ledger.params.block_time_s
+        block_time = ledger.block_time_s
 
         @contextlib.asynccontextmanager
         async def lifespan(_: Any) -> AsyncIterator[None]:

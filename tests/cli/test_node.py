@@ -1,0 +1,212 @@
+"""`gonka node init|status` and `gonka wallet faucet` through the CLI, against real nodes."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from gonka_cli import settings
+from gonka_cli.cli.main import app
+from gonka_cli.cli.node import parse_duration
+from gonka_cli.errors import InputError
+from gonka_cli.node.genesis import NodeHome
+from gonka_cli.node.runner import Node
+from tests.conftest import PASSWORD, StartNode, dead_url, use_devnet
+
+GNK = 10**9
+CAROL = "gonka1zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg33gsu4d"
+
+runner = CliRunner()
+
+
+def gonka(*args: str) -> Result:
+    return runner.invoke(app, list(args), env={settings.ENV_KEYRING_PASSWORD: PASSWORD})
+
+
+def ok_json(result: Result) -> dict[str, Any]:
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+def error_line(result: Result, exit_code: int) -> str:
+    assert result.exit_code == exit_code, (result.stdout, result.stderr)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_init_writes_the_genesis(tmp_path: Path) -> None:
+    home = tmp_path / "n"
+    data = ok_json(
+        gonka(
+            "node",
+            "init",
+            "--home",
+            str(home),
+            "--chain-id",
+            "my-devnet",
+            "--genesis-account",
+            f"{CAROL}=1000gnk",
+            "--block-time",
+            "500ms",
+            "--min-gas-price",
+            "0.5",
+            "--json",
+        )
+    )
+    assert data["home"] == str(home)
+    assert data["chain_id"] == "my-devnet"
+    assert data["accounts"][1] == {"address": CAROL, "amount_ngonka": str(1000 * GNK)}
+    assert data["accounts"][0]["address"] == data["faucet_address"]
+    assert data["params"]["block_time_s"] == 0.5
+    assert data["params"]["min_gas_price"] == "0.5"
+    genesis = NodeHome(home).load_genesis()
+    assert genesis.chain_id == "my-devnet"
+    assert dict(genesis.balances)[CAROL] == 1000 * GNK
+
+    again = gonka("node", "init", "--home", str(home))
+    assert error_line(again, 1) == (
+        f"Error: {home} already holds a node (genesis.json exists); use another --home or delete it"
+    )
+
+
+def test_init_defaults_to_the_data_directory(gonka_home: Path) -> None:
+    result = gonka("node", "init")
+    assert result.exit_code == 0, result.stderr
+    assert f"Initialised node home {gonka_home / 'data' / 'node'}" in result.stdout
+    assert NodeHome(gonka_home / "data" / "node").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--genesis-account", "nonsense"], "is not ADDR=AMOUNT"),
+        (["--genesis-account", f"{CAROL}=12"], "add a unit"),
+        (["--block-time", "soon"], "invalid duration 'soon'"),
+        (["--block-time", "0s"], "block_time_s must be between"),
+        (["--min-gas-price", "-1"], "min_gas_price must be >= 0"),
+    ],
+)
+def test_init_bad_values(tmp_path: Path, args: list[str], message: str) -> None:
+    result = gonka("node", "init", "--home", str(tmp_path / "n"), *args)
+    assert result.exit_code in (1, 2)
+    assert message in error_line(result, result.exit_code)
+    assert not NodeHome(tmp_path / "n").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("1s", 1.0), ("500ms", 0.5), ("2m", 120.0), ("3", 3.0), ("0.25s", 0.25)]
+)
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+def test_parse_duration_refuses_garbage() -> None:
+    with pytest.raises(InputError):
+        parse_duration("1h")
+
+
+def test_status_of_a_running_node(start_node: StartNode) -> None:
+    node = start_node()
+    assert node.info is not None and node.ledger is not None
+    data = ok_json(gonka("node", "status", "--node", node.info.url, "--json"))
+    assert data["url"] == node.info.url
+    assert data["chain_id"] == "gonka-devnet"
+    assert data["accounts"] == 1
+    assert data["mempool_txs"] == 0
+    assert data["faucet_address"] == node.info.faucet_address
+    assert int(data["total_supply_ngonka"]) == node.ledger.total_supply()
+    assert data["height"] >= 0 and data["uptime_s"] >= 0
+
+    text = gonka("node", "status", "--node", node.info.url)
+    assert text.exit_code == 0
+    assert text.stdout.splitlines()[1] == "chain id      gonka-devnet"
+
+
+def test_status_uses_the_devnet_profile(local_node: Node) -> None:
+    assert local_node.info is not None
+    assert ok_json(gonka("node", "status", "--json"))["url"] == local_node.info.url
+
+
+def test_status_when_no_node_runs() -> None:
+    url = dead_url()
+    line = error_line(gonka("node", "status", "--node", url), 1)
+    assert line == (
+        f"Error: no node answered: tried {url} (connection refused); check the connection or "
+        "pass --node URL"
+    )
+
+
+def test_faucet_funds_a_key_and_waits_for_the_block(local_node: Node) -> None:
+    assert gonka("wallet", "create", "alice", "--yes").exit_code == 0
+    data = ok_json(gonka("wallet", "faucet", "alice", "--amount", "12.5gnk", "--json"))
+    alice = ok_json(gonka("wallet", "show", "alice", "--json"))["address"]
+    assert data["address"] == alice
+    assert data["amount_ngonka"] == str(12_500_000_000)
+    assert data["balance_ngonka"] == str(12_500_000_000)
+    assert data["height"] >= 1
+    history = ok_json(gonka("wallet", "history", "alice", "--json"))
+    assert history["transfers"][0]["txhash"] == data["txhash"]
+
+    text = gonka("wallet", "faucet", alice)
+    assert text.exit_code == 0, text.stderr
+    assert text.stdout.startswith("Received 1000.000000000 GNK (1000000000000 ngonka) from the")
+    assert f"{alice} now holds 1012.500000000 GNK" in text.stdout
+
+
+def test_faucet_refusals(local_node: Node, gonka_home: Path) -> None:
+    over = gonka("wallet", "faucet", CAROL, "--amount", "1000000gnk")
+    assert error_line(over, 1) == (
+        "Error: the faucet refused: the faucet gives between 1 and 10000000000000 ngonka per "
+        "request"
+    )
+    bad = gonka("wallet", "faucet", "gonka1nope")
+    assert error_line(bad, 2).startswith("Error: invalid address 'gonka1nope'")
+    mainnet = gonka("wallet", "faucet", CAROL, "--network", "mainnet")
+    assert error_line(mainnet, 2) == (
+        "Error: there is no faucet on gonka-mainnet; use --network devnet with `gonka node start`"
+    )
+
+
+class _SdkNodeWithoutFaucet(BaseHTTPRequestHandler):
+    """A Cosmos SDK REST gateway: node_info, and 404 (grpc-gateway JSON) for the rest."""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _send(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        if self.path == "/cosmos/base/tendermint/v1beta1/node_info":
+            return self._send(200, {"default_node_info": {"network": "other-devnet"}})
+        self._send(404, {"code": 5, "message": "Not Found", "details": []})
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self._send(404, {"code": 5, "message": "Not Found", "details": []})
+
+
+def test_faucet_on_a_node_without_one(gonka_home: Path) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _SdkNodeWithoutFaucet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        use_devnet(gonka_home, url)
+        line = error_line(gonka("wallet", "faucet", CAROL), 1)
+        assert line == f"Error: node {url} has no faucet: only a local devnet node has one"
+    finally:
+        server.shutdown()
+        server.server_close()

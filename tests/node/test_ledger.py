@@ -1,0 +1,336 @@
+"""The ledger as a library: blocks, persistence, the check state, delivery, the faucet."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from gonka_cli.chain import tx as txlib
+from gonka_cli.crypto.address import address_from_pubkey
+from gonka_cli.crypto.secp256k1 import PrivateKey
+from gonka_cli.errors import GenesisError, InputError, NodeStateError
+from gonka_cli.node.genesis import (
+    ChainParams,
+    Genesis,
+    NodeHome,
+    init_home,
+    new_genesis,
+    parse_genesis_account,
+)
+from gonka_cli.node.ledger import (
+    FEE_COLLECTOR_ADDRESS,
+    FaucetRefused,
+    Ledger,
+    block_digest,
+    genesis_digest,
+)
+from gonka_cli.wallet.keystore import Keystore
+
+GNK = 10**9
+ALICE_KEY = PrivateKey((11).to_bytes(32, "big"))
+BOB_KEY = PrivateKey((12).to_bytes(32, "big"))
+ALICE = address_from_pubkey(ALICE_KEY.public_key.to_bytes())
+BOB = address_from_pubkey(BOB_KEY.public_key.to_bytes())
+CAROL = address_from_pubkey(PrivateKey((13).to_bytes(32, "big")).public_key.to_bytes())
+
+
+def open_ledger(tmp_path: Path, genesis: Genesis, faucet: PrivateKey | None = None) -> Ledger:
+    return Ledger(str(tmp_path / "node.db"), genesis, faucet_key=faucet)
+
+
+@pytest.fixture
+def genesis() -> Genesis:
+    return new_genesis(accounts=[(ALICE, 100 * GNK), (BOB, 5 * GNK)])
+
+
+def transfer(
+    key: PrivateKey,
+    sequence: int,
+    to: str,
+    amount: int,
+    *,
+    number: int = 0,
+    fee: int = 0,
+    gas: int = 200_000,
+    chain_id: str = "gonka-devnet",
+) -> bytes:
+    return txlib.sign_send(
+        key,
+        chain_id=chain_id,
+        account_number=number,
+        sequence=sequence,
+        from_address=address_from_pubkey(key.public_key.to_bytes()),
+        to_address=to,
+        amount=amount,
+        fee=txlib.Fee(txlib.coins(fee), gas),
+    ).tx_bytes
+
+
+def test_blocks_chain_by_hash_from_the_genesis(tmp_path: Path, genesis: Genesis) -> None:
+    ledger = open_ledger(tmp_path, genesis)
+    first = ledger.make_block()
+    txhash, outcome = ledger.check_tx(transfer(ALICE_KEY, 0, CAROL, GNK))
+    assert outcome.ok
+    second = ledger.make_block()
+    canonical = json.dumps(genesis.to_dict(), sort_keys=True, separators=(",", ":"))
+    assert first.prev_hash == hashlib.sha256(canonical.encode()).hexdigest().upper()
+    assert first.prev_hash == genesis_digest(genesis)
+    expected = (
+        hashlib.sha256(bytes.fromhex(first.hash) + (2).to_bytes(8, "big") + bytes.fromhex(txhash))
+        .hexdigest()
+        .upper()
+    )
+    assert second.hash == expected == block_digest(first.hash, 2, [txhash])
+    assert second.prev_hash == first.hash
+    assert second.tx_hashes == (txhash,)
+    assert ledger.block(2) == second
+    assert ledger.block(3) is None
+
+
+def test_state_survives_reopening(tmp_path: Path, genesis: Genesis) -> None:
+    ledger = open_ledger(tmp_path, genesis)
+    ledger.check_tx(transfer(ALICE_KEY, 0, CAROL, 3 * GNK, fee=100))
+    block = ledger.make_block()
+    ledger.close()
+    again = open_ledger(tmp_path, genesis)
+    assert (again.height, again.last_hash) == (1, block.hash)
+    alice = again.account(ALICE)
+    assert alice is not None
+    assert (alice.balance, alice.sequence) == (97 * GNK - 100, 1)
+    assert alice.pubkey == ALICE_KEY.public_key.to_bytes()
+    assert again.account(CAROL) is not None
+    assert again.account(FEE_COLLECTOR_ADDRESS).balance == 100  # type: ignore[union-attr]
+    assert again.total_supply() == 105 * GNK
+    assert again.tx(block.tx_hashes[0]).code == 0  # type: ignore[union-attr]
+
+
+def test_another_genesis_is_refused(tmp_path: Path, genesis: Genesis) -> None:
+    open_ledger(tmp_path, genesis).close()
+    other = new_genesis(accounts=[(ALICE, 1)])
+    with pytest.raises(NodeStateError, match="made from another genesis"):
+        open_ledger(tmp_path, other)
+
+
+def test_a_tampered_balance_is_detected_on_open(tmp_path: Path, genesis: Genesis) -> None:
+    open_ledger(tmp_path, genesis).close()
+    with sqlite3.connect(tmp_path / "node.db") as db:
+        db.execute("UPDATE accounts SET balance = '999' WHERE address = ?", (BOB,))
+    with pytest.raises(NodeStateError, match="the database is damaged"):
+        open_ledger(tmp_path, genesis)
+
+
+def test_the_check_state_stops_double_spends_and_reused_sequences(
+    tmp_path: Path, genesis: Genesis
+) -> None:
+    ledger = open_ledger(tmp_path, genesis)
+    # Bob holds 5 GNK: two 3 GNK sends with consecutive sequences cannot both pass.
+    _, first = ledger.check_tx(transfer(BOB_KEY, 0, CAROL, 3 * GNK, number=1))
+    _, second = ledger.check_tx(transfer(BOB_KEY, 1, CAROL, 3 * GNK, number=1))
+    assert first.ok
+    assert (second.code, second.raw_log) == (
+        5,
+        f"spendable balance {2 * GNK}ngonka is smaller than {3 * GNK}ngonka: insufficient funds",
+    )
+    _, reused = ledger.check_tx(transfer(BOB_KEY, 0, ALICE, 1, number=1))
+    assert reused.code == 32
+    assert reused.raw_log == (
+        "account sequence mismatch, expected 1, got 0: incorrect account sequence"
+    )
+    ledger.make_block()
+    assert ledger.account(BOB).balance == 2 * GNK  # type: ignore[union-attr]
+
+
+def test_concurrent_sends_from_one_account_spend_once(tmp_path: Path, genesis: Genesis) -> None:
+    ledger = open_ledger(tmp_path, genesis)
+    # 16 threads race the same sequence with different recipients: exactly one wins.
+    txs = [transfer(BOB_KEY, 0, CAROL, 4 * GNK + i, number=1) for i in range(16)]
+    results: list[int] = []
+    barrier = threading.Barrier(len(txs))
+
+    def send(tx_bytes: bytes) -> None:
+        barrier.wait()
+        results.append(ledger.check_tx(tx_bytes)[1].code)
+
+    threads = [threading.Thread(target=send, args=(t,)) for t in txs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [0] + [32] * 15
+    ledger.make_block()
+    bob = ledger.account(BOB)
+    assert bob is not None and bob.sequence == 1 and bob.balance < GNK
+    assert ledger.total_supply() == 105 * GNK
+
+
+def test_running_out_of_gas_in_the_block_still_charges_the_fee(
+    tmp_path: Path, genesis: Genesis
+) -> None:
+    ledger = open_ledger(tmp_path, genesis)
+    # (a placeholder gas limit of the same varint length, so the size does not change)
+    size = len(transfer(ALICE_KEY, 0, CAROL, GNK, fee=7, gas=10_000))
+    # Enough gas for the size and signature (CheckTx), not for the message (the block).
+    gas = ledger.gas_for(size, 1, 0) + 1
+    tx_bytes = transfer(ALICE_KEY, 0, CAROL, GNK, fee=7, gas=gas)
+    txhash, outcome = ledger.check_tx(tx_bytes)
+    assert outcome.ok
+    ledger.make_block()
+    record = ledger.tx(txhash)
+    assert record is not None
+    assert (record.code, record.codespace) == (11, "sdk")
+    assert record.raw_log.endswith(
+        f"gasWanted: {gas}, gasUsed: {ledger.gas_for(size, 1, 1)}: out of gas"
+    )
+    alice = ledger.account(ALICE)
+    assert alice is not None and (alice.balance, alice.sequence) == (100 * GNK - 7, 1)
+    assert ledger.account(CAROL) is None
+    assert ledger.search([("transfer.recipient", CAROL)])[1] == 0
+    assert ledger.search([("message.sender", ALICE)])[1] == 1
+
+
+def test_transfers_are_restricted_until_the_end_height(tmp_path: Path) -> None:
+    genesis = new_genesis(
+        accounts=[(ALICE, 10 * GNK)], params=ChainParams(transfer_restriction_end_height=3)
+    )
+    ledger = open_ledger(tmp_path, genesis)
+    _, outcome = ledger.check_tx(transfer(ALICE_KEY, 0, CAROL, 1))
+    assert (outcome.codespace, outcome.code, outcome.raw_log) == (
+        "restrictions",
+        1108,
+        "transfer restricted during bootstrap period",
+    )
+    ledger.make_block()
+    ledger.make_block()  # the next block is height 3: transfers are open
+    _, outcome = ledger.check_tx(transfer(ALICE_KEY, 0, CAROL, 1))
+    assert outcome.ok
+
+
+def test_a_timeout_height_that_passed_is_refused(tmp_path: Path, genesis: Genesis) -> None:
+    ledger = open_ledger(tmp_path, genesis)
+    ledger.make_block()
+    message = txlib.MsgSend(ALICE, CAROL, txlib.coins(1))
+    body = txlib.encode_body([message], "", timeout_height=1)
+    auth = txlib.encode_auth_info(ALICE_KEY.public_key, 0, txlib.Fee((), 200_000))
+    signed = txlib.sign(ALICE_KEY, body, auth, "gonka-devnet", 0)
+    _, outcome = ledger.check_tx(signed.tx_bytes)
+    assert (outcome.code, outcome.raw_log) == (
+        30,
+        "block height: 2, timeout height: 1: tx timeout height",
+    )
+
+
+def test_the_faucet_limits_requests_and_addresses_across_restarts(tmp_path: Path) -> None:
+    faucet_key = PrivateKey((99).to_bytes(32, "big"))
+    faucet = address_from_pubkey(faucet_key.public_key.to_bytes())
+    params = ChainParams(
+        faucet_amount_ngonka=2 * GNK, faucet_max_ngonka=5 * GNK, faucet_limit_ngonka=8 * GNK
+    )
+    genesis = new_genesis(accounts=[(faucet, 1_000 * GNK)], params=params, faucet_address=faucet)
+    ledger = open_ledger(tmp_path, genesis, faucet_key)
+    _, outcome = ledger.faucet(CAROL)
+    assert outcome.ok
+    _, outcome = ledger.faucet(CAROL, 5 * GNK)
+    assert outcome.ok
+    with pytest.raises(FaucetRefused, match="per request"):
+        ledger.faucet(CAROL, 6 * GNK)
+    with pytest.raises(FaucetRefused, match=f"already received {7 * GNK} ngonka"):
+        ledger.faucet(CAROL, 2 * GNK)  # pending grants count too
+    ledger.make_block()
+    ledger.close()
+    again = open_ledger(tmp_path, genesis, faucet_key)
+    assert again.account(CAROL).balance == 7 * GNK  # type: ignore[union-attr]
+    with pytest.raises(FaucetRefused, match="limit is"):
+        again.faucet(CAROL, 2 * GNK)
+    _, outcome = again.faucet(CAROL, GNK)
+    assert outcome.ok
+    with pytest.raises(InputError):
+        again.faucet("gonka1notanaddress")
+
+
+def test_a_node_without_faucet_key_refuses_faucet_requests(
+    tmp_path: Path, genesis: Genesis
+) -> None:
+    with pytest.raises(FaucetRefused, match="no faucet"):
+        open_ledger(tmp_path, genesis).faucet(CAROL)
+
+
+# --- genesis and the home ---------------------------------------------------------------
+
+
+def test_init_home_writes_a_funded_faucet_and_secret_files(tmp_path: Path) -> None:
+    root = tmp_path / "home"
+    genesis = init_home(root, accounts=[(ALICE, 7)])
+    home = NodeHome(root)
+    assert genesis.balances[1:] == ((ALICE, 7),)
+    assert genesis.balances[0][0] == genesis.faucet_address
+    assert home.load_genesis() == genesis
+    assert (home.password_file.stat().st_mode & 0o777) == 0o600
+    key = Keystore(home.keys_dir).get("faucet")
+    assert key.address == genesis.faucet_address
+    secret = Keystore(home.keys_dir).unlock("faucet", home.keystore_password())
+    assert address_from_pubkey(secret.private_key.public_key.to_bytes()) == key.address
+    with pytest.raises(GenesisError, match="already holds a node"):
+        init_home(root)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (f"{ALICE}=1000gnk", (ALICE, 1000 * GNK)),
+        (f" {ALICE} = 5ngonka ", (ALICE, 5)),
+    ],
+)
+def test_parse_genesis_account(text: str, expected: tuple[str, int]) -> None:
+    assert parse_genesis_account(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (ALICE, "is not ADDR=AMOUNT"),
+        ("gonka1xyz=5gnk", "invalid address"),
+        (f"{ALICE}=5", "add a unit"),
+        (f"{ALICE}=-5gnk", "invalid amount"),
+    ],
+)
+def test_bad_genesis_accounts(text: str, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        parse_genesis_account(text)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"chain_id": ""}, "bad chain id"),
+        ({"accounts": "x"}, "malformed"),
+        ({"params": {"block_time_s": 0}}, "block_time_s"),
+        ({"params": {"min_gas_price": "cheap"}}, "min_gas_price"),
+        ({"params": {"unknown": 1}}, "unknown field"),
+        ({"params": {"max_tx_bytes": -1}}, "max_tx_bytes"),
+    ],
+)
+def test_bad_genesis_files_are_refused(
+    genesis: Genesis, change: dict[str, object], message: str
+) -> None:
+    data = {**genesis.to_dict(), **change}
+    with pytest.raises(GenesisError, match=message):
+        Genesis.from_dict(data)
+
+
+def test_duplicate_genesis_accounts_are_refused() -> None:
+    with pytest.raises(GenesisError, match="listed twice"):
+        new_genesis(accounts=[(ALICE, 1), (ALICE, 2)])
+
+
+def test_a_missing_or_corrupt_genesis_says_what_to_do(tmp_path: Path) -> None:
+    home = NodeHome(tmp_path)
+    with pytest.raises(GenesisError, match="run `gonka node init"):
+        home.load_genesis()
+    home.genesis_file.write_text("{not json")
+    with pytest.raises(GenesisError, match="cannot read"):
+        home.load_genesis()

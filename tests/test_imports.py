@@ -1,4 +1,8 @@
-"""`gonka --version`, `--help` and every wallet command must not load the heavy compute stack."""
+"""`gonka --version`, `--help`, wallet and node-client commands must not load heavy modules.
+
+The compute stack (torch, onnxruntime, numpy) and the node's server (fastapi, uvicorn) load
+only in the commands that use them.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import pytest
 
 from tests.conftest import PASSWORD, dead_url
 
-HEAVY = ("torch", "onnxruntime", "numpy")
+HEAVY = ("torch", "onnxruntime", "numpy", "fastapi", "uvicorn", "starlette", "pydantic")
 
 
 def imported_modules(home: Path, *args: str, stdin: str = "") -> set[str]:
@@ -63,7 +67,10 @@ COMMANDS = [
         "0",
     ),
     ("wallet", "tx", "A" * 64, "--node", "NODE"),
+    ("wallet", "faucet", "alice", "--node", "NODE"),
     ("wallet", "delete", "alice", "--yes"),
+    ("node", "--help"),
+    ("node", "status", "--node", "NODE"),
 ]
 
 

@@ -158,6 +158,17 @@ class BackendUnavailable(DeviceError):
     """A compute backend (onnxruntime, an execution provider) is not installed or not usable."""
 
 
+# --- miner -----------------------------------------------------------------------------
+
+
+class MinerError(GonkaError):
+    """Mining: the miner's own state (artifact store, outbox) and its work."""
+
+
+class ArtifactStoreError(MinerError):
+    """The on-disk artifact store (the MMR file) cannot be opened, written or trusted."""
+
+
 # --- local network node -----------------------------------------------------------------
 
 

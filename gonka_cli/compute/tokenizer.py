@@ -1,0 +1,175 @@
+"""The byte-level tokenizer of the built-in models.
+
+Ids 0-255 are the bytes of the UTF-8 text; ids 256-263 are special tokens. Every built-in
+model has `VOCAB_SIZE` (264) rows in its embedding and output matrices.
+
+Special tokens are never produced by `encode`: the text "<eos>" encodes as its five bytes, so
+user content cannot inject a control token. They enter a sequence only through
+`chat_template` (or by id). `decode` writes them by name ("<eos>") unless asked to skip them.
+No torch or NumPy here: this module is cheap to import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from gonka_cli.errors import InvalidComputeInput
+
+__all__ = [
+    "ASSISTANT_ID",
+    "BOS_ID",
+    "END_OF_TURN_ID",
+    "EOS_ID",
+    "PAD_ID",
+    "ROLE_IDS",
+    "SPECIAL_TOKENS",
+    "STOP_IDS",
+    "SYSTEM_ID",
+    "TOOL_ID",
+    "USER_ID",
+    "VOCAB_SIZE",
+    "chat_template",
+    "decode",
+    "encode",
+    "id_to_piece",
+    "is_special",
+]
+
+BYTE_TOKENS = 256
+PAD_ID = 256
+BOS_ID = 257
+EOS_ID = 258
+SYSTEM_ID = 259
+USER_ID = 260
+ASSISTANT_ID = 261
+TOOL_ID = 262
+END_OF_TURN_ID = 263
+VOCAB_SIZE = 264
+
+#: Names of the special tokens, by id.
+SPECIAL_TOKENS: Mapping[int, str] = {
+    PAD_ID: "<pad>",
+    BOS_ID: "<bos>",
+    EOS_ID: "<eos>",
+    SYSTEM_ID: "<|system|>",
+    USER_ID: "<|user|>",
+    ASSISTANT_ID: "<|assistant|>",
+    TOOL_ID: "<|tool|>",
+    END_OF_TURN_ID: "<|end|>",
+}
+
+#: The marker that opens a message of each OpenAI role ("developer" is the newer "system").
+ROLE_IDS: Mapping[str, int] = {
+    "system": SYSTEM_ID,
+    "developer": SYSTEM_ID,
+    "user": USER_ID,
+    "assistant": ASSISTANT_ID,
+    "tool": TOOL_ID,
+}
+
+#: Tokens that end a generation: end of text, and the end of the assistant's turn in a chat.
+STOP_IDS: tuple[int, ...] = (EOS_ID, END_OF_TURN_ID)
+
+
+def is_special(token_id: int) -> bool:
+    """True for the ids of special tokens (256-263)."""
+    return BYTE_TOKENS <= token_id < VOCAB_SIZE
+
+
+def _check_id(token_id: object, where: int) -> int:
+    if isinstance(token_id, bool) or not isinstance(token_id, int):
+        raise InvalidComputeInput(f"token {where} is not an integer id: {token_id!r}")
+    if not 0 <= token_id < VOCAB_SIZE:
+        raise InvalidComputeInput(
+            f"token id {token_id} at position {where} is outside the vocabulary [0, {VOCAB_SIZE})"
+        )
+    return token_id
+
+
+def encode(text: str, *, add_bos: bool = False) -> list[int]:
+    """The byte ids of `text` in UTF-8, after a <bos> when `add_bos` is true."""
+    if not isinstance(text, str):
+        raise InvalidComputeInput(f"only text can be encoded, got {type(text).__name__}")
+    ids = list(text.encode("utf-8"))
+    return [BOS_ID, *ids] if add_bos else ids
+
+
+def id_to_piece(token_id: int) -> str:
+    """One token as text: a special token's name, or its byte (invalid UTF-8 as U+FFFD)."""
+    _check_id(token_id, 0)
+    if is_special(token_id):
+        return SPECIAL_TOKENS[token_id]
+    return bytes([token_id]).decode("utf-8", errors="replace")
+
+
+def decode(ids: Iterable[int], *, skip_special: bool = False) -> str:
+    """The text of a sequence of ids.
+
+    Runs of byte tokens are decoded as UTF-8 with invalid sequences replaced by U+FFFD;
+    special tokens are written by name, or left out with `skip_special`. An id outside
+    [0, VOCAB_SIZE) raises InvalidComputeInput.
+    """
+    parts: list[str] = []
+    run = bytearray()
+    for where, token_id in enumerate(ids):
+        _check_id(token_id, where)
+        if token_id < BYTE_TOKENS:
+            run.append(token_id)
+            continue
+        if run:
+            parts.append(run.decode("utf-8", errors="replace"))
+            run.clear()
+        if not skip_special:
+            parts.append(SPECIAL_TOKENS[token_id])
+    if run:
+        parts.append(run.decode("utf-8", errors="replace"))
+    return "".join(parts)
+
+
+def _content_text(content: Any, where: int) -> str:
+    if isinstance(content, str):
+        return content
+    if content is None:
+        return ""
+    if isinstance(content, Sequence):
+        # OpenAI content parts: only text parts carry meaning for a text model.
+        texts = []
+        for part in content:
+            if not isinstance(part, Mapping) or part.get("type") != "text":
+                raise InvalidComputeInput(f"message {where}: only text content parts are supported")
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise InvalidComputeInput(f"message {where}: a text part needs a string 'text'")
+            texts.append(text)
+        return "".join(texts)
+    raise InvalidComputeInput(f"message {where}: content must be a string or a list of parts")
+
+
+def chat_template(
+    messages: Sequence[Mapping[str, Any]], *, add_generation_prompt: bool = True
+) -> list[int]:
+    """Token ids for OpenAI-style chat messages (`[{"role": ..., "content": ...}, ...]`).
+
+    Layout: `<bos>`, then per message its role marker, the content bytes and `<|end|>`; with
+    `add_generation_prompt` a final `<|assistant|>` so the model writes the answer next.
+    Roles: system, developer (as system), user, assistant, tool.
+    """
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
+        raise InvalidComputeInput("messages must be a list of {role, content} objects")
+    if not messages:
+        raise InvalidComputeInput("a chat needs at least one message")
+    ids = [BOS_ID]
+    for where, message in enumerate(messages):
+        if not isinstance(message, Mapping):
+            raise InvalidComputeInput(f"message {where} is not an object with role and content")
+        role = message.get("role")
+        if not isinstance(role, str) or role not in ROLE_IDS:
+            known = ", ".join(sorted(ROLE_IDS))
+            raise InvalidComputeInput(f"message {where} has role {role!r}; known roles: {known}")
+        ids.append(ROLE_IDS[role])
+        ids.extend(encode(_content_text(message.get("content"), where)))
+        ids.append(END_OF_TURN_ID)
+    if add_generation_prompt:
+        ids.append(ASSISTANT_ID)
+    return ids

@@ -263,6 +263,16 @@ def decode_tx(tx_bytes: bytes) -> DecodedTx:
         auth_info = tx_pb2.AuthInfo.FromString(raw.auth_info_bytes)
     except DecodeError as exc:
         raise TxDecodeError(f"not a valid transaction: {exc}") from None
+    canonical = tx_pb2.TxRaw(
+        body_bytes=raw.body_bytes,
+        auth_info_bytes=raw.auth_info_bytes,
+        signatures=raw.signatures,
+    ).SerializeToString()
+    if canonical != bytes(tx_bytes):
+        # The SDK refuses TxRaw bytes that are not in canonical form (ADR-027): unknown or
+        # repeated fields, another field order. Otherwise a relay could re-encode a signed
+        # transaction under a new hash (the signature covers only body and auth info).
+        raise TxDecodeError("not a valid transaction: TxRaw is not canonically encoded")
     if not raw.body_bytes or not raw.auth_info_bytes:
         raise TxDecodeError("not a valid transaction: empty body or auth info")
     messages: list[MsgSend | any_pb2.Any] = []
@@ -305,9 +315,11 @@ def decode_tx(tx_bytes: bytes) -> DecodedTx:
 def _coins_from(items: Any) -> tuple[Coin, ...]:
     result = []
     for c in items:
-        if not (c.amount.isascii() and c.amount.isdigit()):
+        # 78 digits hold any uint256; longer strings are not amounts (and int() of a
+        # 5,000-digit string raises).
+        if not (c.amount.isascii() and c.amount.isdigit()) or len(c.amount) > 78:
             raise TxDecodeError(
-                f"not a valid transaction: coin amount {c.amount!r} is not an integer"
+                f"not a valid transaction: coin amount {c.amount[:24]!r} is not an integer"
             )
         result.append(Coin(c.denom, int(c.amount)))
     return tuple(result)

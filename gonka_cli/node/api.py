@@ -25,6 +25,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from gonka_cli import __version__
 from gonka_cli.chain import tx as txlib
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1 << 20
 MAX_PAGE_LIMIT = 100
+MAX_HEIGHT = 2**63 - 1  # SQLite's INTEGER
 _HTTP_FOR_GRPC = {3: 400, 5: 404, 8: 429, 12: 501, 13: 500}
 
 
@@ -64,11 +66,15 @@ async def read_json(request: Request) -> dict[str, Any]:
     if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise ApiError(3, f"request body too large (limit {MAX_BODY_BYTES} bytes)", 413)
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise ApiError(3, f"request body too large (limit {MAX_BODY_BYTES} bytes)", 413)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise ApiError(3, f"request body too large (limit {MAX_BODY_BYTES} bytes)", 413)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # The client went away mid-body: nobody reads the answer, and it is not our error.
+        raise ApiError(3, "the client disconnected before sending the whole body") from None
     try:
         body = json.loads(b"".join(chunks))
     except (ValueError, RecursionError):
@@ -246,7 +252,7 @@ def _parse_query(query: str) -> list[tuple[str, str]]:
         if not sep or not key:
             raise ApiError(3, f"invalid query {query!r}: expected key='value' [AND ...]")
         if key == "tx.height":
-            if not value.isdigit():
+            if not _is_uint(value, MAX_HEIGHT):
                 raise ApiError(3, f"invalid query {query!r}: tx.height takes a number")
         elif len(value) >= 2 and value[0] == value[-1] == "'":
             value = value[1:-1]
@@ -264,11 +270,16 @@ def _parse_query(query: str) -> list[tuple[str, str]]:
     return conditions
 
 
+def _is_uint(text: str, high: int) -> bool:
+    """ASCII digits only (str.isdigit() also takes '²' and '١'), at most `high`."""
+    return 0 < len(text) <= 20 and text.isascii() and text.isdigit() and int(text) <= high
+
+
 def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
     text = request.query_params.get(name) or request.query_params.get(f"pagination.{name}")
     if text is None or text == "":
         return default
-    if not text.isdigit() or not low <= int(text) <= high:
+    if not _is_uint(text, high) or not low <= int(text):
         raise ApiError(3, f"{name} must be an integer between {low} and {high}")
     return int(text)
 
@@ -340,8 +351,8 @@ def create_app(ledger: Ledger, *, moniker: str = "gonka-devnet-node") -> FastAPI
 
     @app.get("/cosmos/base/tendermint/v1beta1/blocks/{height}")
     async def block_at(height: str) -> Response:
-        if not height.isdigit():
-            raise ApiError(3, f"height {height!r} is not a number")
+        if not _is_uint(height, MAX_HEIGHT):
+            raise ApiError(3, f"height {height[:24]!r} is not a block height")
         block = ledger.block(int(height))
         if block is None:
             raise ApiError(

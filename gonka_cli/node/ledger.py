@@ -39,7 +39,7 @@ from gonka_cli.chain import tx as txlib
 from gonka_cli.chain.amount import DENOM, MAX_AMOUNT
 from gonka_cli.crypto import address as addr
 from gonka_cli.crypto.secp256k1 import PrivateKey
-from gonka_cli.errors import InputError, InvalidAddress, NodeStateError
+from gonka_cli.errors import InputError, InvalidAddress, InvalidAmount, NodeStateError
 from gonka_cli.node.genesis import Genesis
 
 log = logging.getLogger(__name__)
@@ -530,11 +530,15 @@ class Ledger:
         for msg in decoded.messages:
             if not isinstance(msg, txlib.MsgSend):
                 return None, _sdk(2, f"unable to resolve type URL {msg.type_url}: tx parse error")
+            canonical = []
             for what, value in (("from", msg.from_address), ("to", msg.to_address)):
                 try:
-                    addr.decode(value, "gonka")
+                    # As the SDK's AccAddressFromBech32: spaces trimmed, either case; the
+                    # account is the decoded bytes, so credit the canonical address.
+                    canonical.append(addr.normalize(value, "gonka"))
                 except InvalidAddress as exc:
                     return None, _sdk(7, f"invalid {what} address: {exc}: invalid address")
+            msg = txlib.MsgSend(canonical[0], canonical[1], msg.amount)
             if not msg.amount:
                 return None, _sdk(10, "send amount is empty: invalid coins")
             denoms = [c.denom for c in msg.amount]
@@ -563,11 +567,13 @@ class Ledger:
                     f"pubKey does not match signer address {msg.from_address} with signer "
                     "index: 0: invalid pubkey",
                 )
-        if len(decoded.memo) > p.max_memo_characters:
+        # The SDK counts the memo with Go's len(): UTF-8 bytes, whatever its wording says.
+        memo_bytes = len(decoded.memo.encode("utf-8"))
+        if memo_bytes > p.max_memo_characters:
             return None, _sdk(
                 12,
                 f"maximum number of characters is {p.max_memo_characters} but received "
-                f"{len(decoded.memo)} characters: memo too large",
+                f"{memo_bytes} characters: memo too large",
             )
         if decoded.timeout_height and decoded.timeout_height <= self.height:
             return None, _sdk(
@@ -619,7 +625,7 @@ class Ledger:
         p = self.params
         amount = p.faucet_amount_ngonka if amount is None else amount
         if not 0 < amount <= p.faucet_max_ngonka:
-            raise FaucetRefused(
+            raise InvalidAmount(
                 f"the faucet gives between 1 and {p.faucet_max_ngonka} ngonka per request"
             )
         with self._lock:

@@ -113,6 +113,25 @@ def _sdk(code: int, log_text: str, gas_wanted: int = 0, gas_used: int = 0) -> Ou
     return Outcome(code, "sdk", log_text, gas_wanted, gas_used)
 
 
+def _wrong_sequence(expected: int, got: int, gas_wanted: int = 0) -> Outcome:
+    return _sdk(
+        32,
+        f"account sequence mismatch, expected {expected}, got {got}: incorrect account sequence",
+        gas_wanted,
+    )
+
+
+def _insufficient(
+    balance: int, needed: int, denom: str = DENOM, gas_wanted: int = 0, gas_used: int = 0
+) -> Outcome:
+    return _sdk(
+        5,
+        f"spendable balance {balance}{denom} is smaller than {needed}{denom}: insufficient funds",
+        gas_wanted,
+        gas_used,
+    )
+
+
 @dataclass
 class AccountState:
     address: str
@@ -449,11 +468,7 @@ class Ledger:
             return _sdk(9, f"account {pending.signer} does not exist: unknown address"), None
         sequence = decoded.signers[0].sequence
         if sequence != state.sequence:
-            return _sdk(
-                32,
-                f"account sequence mismatch, expected {state.sequence}, got {sequence}: "
-                "incorrect account sequence",
-            ), None
+            return _wrong_sequence(state.sequence, sequence), None
         account = self.accounts[pending.signer]
         if not simulate:
             ante_gas = self._ante_gas(len(tx_bytes), 1)
@@ -482,25 +497,13 @@ class Ledger:
         if restricted is not None:
             return restricted, None
         if pending.fee > state.balance:
-            return _sdk(
-                5,
-                f"spendable balance {state.balance}{DENOM} is smaller than {pending.fee}{DENOM}: "
-                "insufficient funds",
-            ), None
+            return _insufficient(state.balance, pending.fee), None
         spent = sum(amount for _, denom, amount in pending.sends if denom == DENOM)
         for _, denom, amount in pending.sends:
             if denom != DENOM:
-                return _sdk(
-                    5,
-                    f"spendable balance 0{denom} is smaller than {amount}{denom}: "
-                    "insufficient funds",
-                ), None
+                return _insufficient(0, amount, denom), None
         if pending.fee + spent > state.balance:
-            return _sdk(
-                5,
-                f"spendable balance {state.balance - pending.fee}{DENOM} is smaller than "
-                f"{spent}{DENOM}: insufficient funds",
-            ), None
+            return _insufficient(state.balance - pending.fee, spent), None
         return Outcome(0, "", "", gas_limit, gas_used), pending
 
     def _committed(self, txhash: str) -> bool:
@@ -764,19 +767,9 @@ class Ledger:
             return _sdk(9, f"account {pending.signer} does not exist: unknown address"), next_number
         sequence = decoded.signers[0].sequence
         if sequence != signer.sequence:
-            return _sdk(
-                32,
-                f"account sequence mismatch, expected {signer.sequence}, got {sequence}: "
-                "incorrect account sequence",
-                gas_limit,
-            ), next_number
+            return _wrong_sequence(signer.sequence, sequence, gas_limit), next_number
         if pending.fee > signer.balance:
-            return _sdk(
-                5,
-                f"spendable balance {signer.balance}{DENOM} is smaller than {pending.fee}{DENOM}: "
-                "insufficient funds",
-                gas_limit,
-            ), next_number
+            return _insufficient(signer.balance, pending.fee, gas_wanted=gas_limit), next_number
         # The ante handler's effects stay even when the messages fail: fee paid, sequence used.
         collector = get(FEE_COLLECTOR_ADDRESS)
         if collector is None:
@@ -804,13 +797,7 @@ class Ledger:
             ), next_number
         spent = sum(a for _, d, a in pending.sends if d == DENOM)
         if any(d != DENOM for _, d, _ in pending.sends) or spent > signer.balance:
-            return _sdk(
-                5,
-                f"spendable balance {signer.balance}{DENOM} is smaller than {spent}{DENOM}: "
-                "insufficient funds",
-                gas_limit,
-                gas_used,
-            ), next_number
+            return _insufficient(signer.balance, spent, DENOM, gas_limit, gas_used), next_number
         for recipient, _, amount in pending.sends:
             target = get(recipient)
             if target is None:

@@ -241,11 +241,11 @@ def test_sigterm_applies_the_mempool_before_exiting(
     assert balance(restarted, RECIPIENTS[1]) == 12345
 
 
-def test_a_second_node_on_the_same_home_is_refused(
-    node_home: Path, gonka_home: Path, processes: list[NodeProcess]
-) -> None:
-    processes.append(NodeProcess(node_home, gonka_home))
-    result = subprocess.run(
+def start_in_foreground(
+    home: Path, gonka_home: Path, port: int
+) -> subprocess.CompletedProcess[str]:
+    """`gonka node start` expected to fail at once."""
+    return subprocess.run(
         [
             sys.executable,
             "-m",
@@ -253,15 +253,22 @@ def test_a_second_node_on_the_same_home_is_refused(
             "node",
             "start",
             "--home",
-            str(node_home),
+            str(home),
             "--port",
-            "0",
+            str(port),
         ],
         env={**os.environ, "GONKA_HOME": str(gonka_home)},
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_a_second_node_on_the_same_home_is_refused(
+    node_home: Path, gonka_home: Path, processes: list[NodeProcess]
+) -> None:
+    processes.append(NodeProcess(node_home, gonka_home))
+    result = start_in_foreground(node_home, gonka_home, 0)
     assert result.returncode == 1
     assert result.stderr.strip() == (
         f"Error: another node is already running with home {node_home}; stop it first or use "
@@ -275,23 +282,7 @@ def test_a_busy_port_is_refused(
     node = NodeProcess(node_home, gonka_home)
     processes.append(node)
     other = tmp_path / "other"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gonka_cli",
-            "node",
-            "start",
-            "--home",
-            str(other),
-            "--port",
-            str(node.port),
-        ],
-        env={**os.environ, "GONKA_HOME": str(gonka_home)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = start_in_foreground(other, gonka_home, node.port)
     assert result.returncode == 1
     assert (
         result.stderr.strip()

@@ -141,8 +141,8 @@ def start(
         out.result(info.to_dict(), render)
         sys.stdout.flush()
 
-    serve_forever(_home(home), host=host, port=port, block_time_s=seconds, on_ready=ready)
-    out.info("Node stopped.")
+    height = serve_forever(_home(home), host=host, port=port, block_time_s=seconds, on_ready=ready)
+    out.info(f"Node stopped at height {height}.")
 
 
 @app.command()

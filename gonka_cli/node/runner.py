@@ -28,6 +28,8 @@ from gonka_cli.node.ledger import Ledger
 
 log = logging.getLogger(__name__)
 
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
 
 @dataclass(frozen=True)
 class NodeInfo:
@@ -128,6 +130,8 @@ class Node:
         self.info: NodeInfo | None = None
         self._created = False
         self._startup_error: BaseException | None = None
+        #: The height the node had when `run()` returned.
+        self.stopped_height: int | None = None
 
     # -- set-up --------------------------------------------------------------------------
 
@@ -214,13 +218,16 @@ class Node:
         if self._sock is None:
             self.open()
         self._server = self._make_server()
-        # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal to the
-        # handler it found: for SIGTERM make that a no-op, so the process exits normally.
-        previous = signal.signal(signal.SIGTERM, lambda *_: None)
+        # uvicorn shuts down gracefully on SIGINT/SIGTERM (a last block included), then
+        # re-raises the signal to the handler it found: make those no-ops, so that stopping
+        # the node is a normal exit rather than an interruption.
+        previous = {sig: signal.signal(sig, lambda *_: None) for sig in _STOP_SIGNALS}
         try:
             self._server.run(sockets=[self._sock])
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.stopped_height = self.ledger.height if self.ledger else None
             self.close()
 
     def start(self, timeout_s: float = 30.0) -> NodeInfo:
@@ -299,9 +306,13 @@ def serve_forever(
     port: int,
     block_time_s: float | None,
     on_ready: Callable[[NodeInfo], None],
-) -> None:
-    """`gonka node start`: open the node, report it, serve until Ctrl-C or SIGTERM."""
+) -> int | None:
+    """`gonka node start`: open the node, report it, serve until Ctrl-C or SIGTERM.
+
+    Returns the height at which it stopped.
+    """
     node = Node(home, host=host, port=port, block_time_s=block_time_s)
     info = node.open()
     on_ready(info)
     node.run()
+    return node.stopped_height

@@ -82,9 +82,9 @@ class NodeProcess:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=10)
 
-    def stop(self) -> tuple[int, str, str]:
+    def stop(self, how: signal.Signals = signal.SIGTERM) -> tuple[int, str, str]:
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(how)
         out, err = self.proc.communicate(timeout=30)
         return self.proc.returncode, out, err
 
@@ -220,17 +220,18 @@ def test_kill_9_under_load_loses_no_acknowledged_transfer_and_invents_no_money(
     assert code == 0, err
 
 
-def test_sigterm_applies_the_mempool_before_exiting(
-    node_home: Path, gonka_home: Path, processes: list[NodeProcess]
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+def test_stopping_applies_the_mempool_and_exits_cleanly(
+    stop_signal: signal.Signals, node_home: Path, gonka_home: Path, processes: list[NodeProcess]
 ) -> None:
     # A block a minute: only the shutdown block can include the transfer.
     node = NodeProcess(node_home, gonka_home, block_time="60s")
     processes.append(node)
     signed = signed_transfer(0, 0, RECIPIENTS[1], 12345)
     assert broadcast(node.url, signed) == 0
-    code, out, err = node.stop()
+    code, out, err = node.stop(stop_signal)
     assert code == 0, err
-    assert "Node stopped." in err
+    assert "Node stopped at height " in err
     assert "chain gonka-devnet at " + node.url in out
 
     restarted = NodeProcess(node_home, gonka_home)

@@ -1,11 +1,17 @@
-"""A small, real Cosmos-REST chain for tests, served over HTTP on 127.0.0.1.
+"""A stand-in for a node's Cosmos REST API, for what the real local node cannot do on demand.
 
-It keeps a ledger (accounts, balances, sequences) and answers the paths and JSON shapes in
-`tests/vectors/rest_endpoints.json`. Transactions are decoded and their signatures verified
-with gonka's own `chain.tx` (which the vector tests pin to the SDK's bytes), then checked the
-way an SDK node's CheckTx does: chain id and account number (through the signature), sequence,
-fee against the minimum gas price, funds. A block holds the mempool once `block_after_polls`
-queries for a transaction have passed. Knobs let tests force any SDK error.
+Tests run against the real node (`gonka_cli.node`, the `start_node` fixture) wherever it
+serves; this small server remains for fault injection and for what the devnet lacks:
+
+- `forced_broadcast` / `forced_simulate`: answers a test picks (a sequence race, mainnet's
+  error wording, a failing node);
+- `mode = "html"`: a gateway's HTML page instead of JSON;
+- locked funds (`fund(..., locked=)`): spendable below total, as vesting makes on mainnet.
+
+Otherwise it keeps a small ledger and answers the paths and JSON shapes in
+`tests/vectors/rest_endpoints.json`: transactions are decoded and their signatures verified with
+gonka's own `chain.tx`, checked for sequence and funds, and put in a block when a client polls
+for a transaction.
 """
 
 from __future__ import annotations
@@ -14,12 +20,10 @@ import base64
 import json
 import threading
 from dataclasses import dataclass, field
-from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlparse
+from urllib.parse import urlparse
 
-from gonka_cli.chain import codes
 from gonka_cli.chain import tx as txlib
 from gonka_cli.crypto.address import address_from_pubkey
 from gonka_cli.errors import InputError
@@ -45,31 +49,26 @@ class Chain:
     txs: dict[str, dict[str, Any]] = field(default_factory=dict)
     mempool: list[txlib.DecodedTx] = field(default_factory=list)
     height: int = 100
-    min_gas_price: Decimal = Decimal(0)
-    restrict_transfers: bool = False
     #: Each broadcast pops one of these (codespace, code, raw_log) answers, if any.
     forced_broadcast: list[tuple[str, int, str]] = field(default_factory=list)
     #: Each simulate pops one of these (http status, message) answers, if any.
     forced_simulate: list[tuple[int, str]] = field(default_factory=list)
-    block_after_polls: int = 1
-    polls: int = 0
-    broadcasts: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- ledger --------------------------------------------------------------------------
 
     def fund(self, address: str, amount: int, locked: int = 0) -> Account:
         with self.lock:
-            account = self.accounts.get(address)
-            if account is None:
-                account = Account(address, number=len(self.accounts) + 7)
-                self.accounts[address] = account
+            account = self._account(address)
             account.balance += amount
             account.locked += locked
             return account
 
-    def total_supply(self) -> int:
-        return sum(a.balance for a in self.accounts.values())
+    def _account(self, address: str) -> Account:
+        account = self.accounts.get(address)
+        if account is None:
+            account = self.accounts[address] = Account(address, number=len(self.accounts) + 7)
+        return account
 
     # -- CheckTx -------------------------------------------------------------------------
 
@@ -82,11 +81,10 @@ class Chain:
             return "sdk", 2, f"{exc}: tx parse error", None
         if len(decoded.signers) != 1 or decoded.signers[0].pubkey is None:
             return "sdk", 4, "exactly one secp256k1 signer expected: unauthorized", decoded
-        pubkey = decoded.signers[0].pubkey
-        signer = address_from_pubkey(pubkey.to_bytes())
+        signer = address_from_pubkey(decoded.signers[0].pubkey.to_bytes())
         account = self.accounts.get(signer)
         if account is None:
-            return "sdk", 5, f"account {signer} not found: insufficient funds", decoded
+            return "sdk", 9, f"account {signer} does not exist: unknown address", decoded
         sequence = decoded.signers[0].sequence
         if sequence != account.sequence:
             return (
@@ -96,39 +94,23 @@ class Chain:
                 f"{sequence}: incorrect account sequence",
                 decoded,
             )
-        if not simulate:
-            if decoded.txhash in self.txs or any(m.txhash == decoded.txhash for m in self.mempool):
-                return "sdk", 19, "tx already exists in cache", decoded
-            if not decoded.verify(self.chain_id, account.number):
-                return (
-                    "sdk",
-                    4,
-                    "signature verification failed; please verify account number "
-                    f"({account.number}) and chain-id ({self.chain_id}): unauthorized",
-                    decoded,
-                )
-            needed_fee = txlib.fee_for_gas(decoded.fee.gas_limit, self.min_gas_price)
-            paid = sum(c.amount for c in decoded.fee.amount if c.denom == "ngonka")
-            if paid < needed_fee:
-                return (
-                    "sdk",
-                    13,
-                    f"insufficient fees; got: {paid}ngonka required: "
-                    f"{needed_fee}ngonka: insufficient fee",
-                    decoded,
-                )
-        fee = sum(c.amount for c in decoded.fee.amount if c.denom == "ngonka")
-        amount = sum(
+        if not simulate and not decoded.verify(self.chain_id, account.number):
+            return (
+                "sdk",
+                4,
+                "signature verification failed; please verify account number "
+                f"({account.number}) and chain-id ({self.chain_id}): unauthorized",
+                decoded,
+            )
+        spent = sum(c.amount for c in decoded.fee.amount) + sum(
             c.amount for m in decoded.messages if isinstance(m, txlib.MsgSend) for c in m.amount
         )
-        if self.restrict_transfers:
-            return ("restrictions", 1108, "transfer restricted during bootstrap period", decoded)
-        if amount + fee > account.balance - account.locked:
+        if spent > account.balance - account.locked:
             return (
                 "sdk",
                 5,
                 f"spendable balance {account.balance - account.locked}ngonka is "
-                f"smaller than {amount + fee}ngonka: insufficient funds",
+                f"smaller than {spent}ngonka: insufficient funds",
                 decoded,
             )
         return "", 0, "", decoded
@@ -146,43 +128,19 @@ class Chain:
             signer = self.accounts[address_from_pubkey(signer_key.to_bytes())]
             signer.sequence += 1
             signer.pubkey = signer_key.to_bytes()
-            fee = sum(c.amount for c in decoded.fee.amount if c.denom == "ngonka")
-            gas_used = GAS_BASE + GAS_PER_BYTE * len(decoded.tx_bytes)
-            code, codespace, log = 0, "", ""
-            if decoded.fee.gas_limit < gas_used:
-                code, codespace = 11, "sdk"
-                log = (
-                    f"out of gas in location: txSize; gasWanted: {decoded.fee.gas_limit}, "
-                    f"gasUsed: {gas_used}: out of gas"
-                )
-            signer.balance -= min(fee, signer.balance)
-            recipients: list[str] = []
-            if code == 0:
-                for msg in decoded.messages:
-                    if isinstance(msg, txlib.MsgSend):
-                        amount = sum(c.amount for c in msg.amount if c.denom == "ngonka")
-                        signer.balance -= amount
-                        self.fund_locked_free(msg.to_address, amount)
-                        recipients.append(msg.to_address)
+            signer.balance -= sum(c.amount for c in decoded.fee.amount)
+            for msg in decoded.messages:
+                if isinstance(msg, txlib.MsgSend):
+                    amount = sum(c.amount for c in msg.amount)
+                    signer.balance -= amount
+                    self._account(msg.to_address).balance += amount
             self.txs[decoded.txhash] = {
                 "height": self.height,
-                "code": code,
-                "codespace": codespace,
-                "raw_log": log,
                 "gas_wanted": decoded.fee.gas_limit,
-                "gas_used": gas_used,
-                "sender": signer.address,
-                "recipients": recipients,
+                "gas_used": GAS_BASE + GAS_PER_BYTE * len(decoded.tx_bytes),
                 "decoded": decoded,
             }
         self.mempool.clear()
-
-    def fund_locked_free(self, address: str, amount: int) -> None:
-        account = self.accounts.get(address)
-        if account is None:
-            account = Account(address, number=len(self.accounts) + 7)
-            self.accounts[address] = account
-        account.balance += amount
 
     def tx_json(self, txhash: str) -> dict[str, Any]:
         entry = self.txs[txhash]
@@ -203,10 +161,10 @@ class Chain:
         response = {
             "height": str(entry["height"]),
             "txhash": txhash,
-            "codespace": entry["codespace"],
-            "code": entry["code"],
+            "codespace": "",
+            "code": 0,
             "data": "",
-            "raw_log": entry["raw_log"],
+            "raw_log": "",
             "logs": [],
             "info": "",
             "gas_wanted": str(entry["gas_wanted"]),
@@ -245,8 +203,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
             return
         chain = self.server.chain
-        url = urlparse(self.path)
-        path = url.path
+        path = urlparse(self.path).path
         with chain.lock:
             if path == "/cosmos/base/tendermint/v1beta1/node_info":
                 return self._send(
@@ -305,40 +262,10 @@ class _Handler(BaseHTTPRequestHandler):
                     )
             if path.startswith("/cosmos/tx/v1beta1/txs/"):
                 txhash = path.rsplit("/", 1)[1].upper()
-                chain.polls += 1
-                if chain.polls >= chain.block_after_polls:
-                    chain.commit()
-                    chain.polls = 0
+                chain.commit()  # a block comes as soon as anyone looks for one
                 if txhash not in chain.txs:
                     return self._not_found(f"tx not found: {txhash}")
                 return self._send(200, chain.tx_json(txhash))
-            if path == "/cosmos/tx/v1beta1/txs":
-                query = unquote(parse_qs(url.query).get("query", [""])[0])
-                limit = int(parse_qs(url.query).get("limit", ["100"])[0])
-                if not query:
-                    return self._send(
-                        400, {"code": 3, "message": "query cannot be empty", "details": []}
-                    )
-                kind, _, value = query.partition("=")
-                value = value.strip("'")
-                hits = [
-                    h
-                    for h, e in chain.txs.items()
-                    if (kind == "message.sender" and e["sender"] == value)
-                    or (kind == "transfer.recipient" and value in e["recipients"])
-                ]
-                hits.sort(key=lambda h: chain.txs[h]["height"], reverse=True)
-                hits = hits[:limit]
-                items = [chain.tx_json(h) for h in hits]
-                return self._send(
-                    200,
-                    {
-                        "txs": [i["tx"] for i in items],
-                        "tx_responses": [i["tx_response"] for i in items],
-                        "pagination": None,
-                        "total": str(len(items)),
-                    },
-                )
         self._send(501, {"code": 12, "message": "Not Implemented", "details": []})
 
     def do_POST(self) -> None:
@@ -374,25 +301,18 @@ class _Handler(BaseHTTPRequestHandler):
                     },
                 )
             if path == "/cosmos/tx/v1beta1/txs":
-                if body.get("mode") not in ("BROADCAST_MODE_SYNC", "BROADCAST_MODE_ASYNC"):
-                    return self._send(
-                        400, {"code": 3, "message": "unsupported broadcast mode", "details": []}
-                    )
-                txhash = txlib.tx_hash(tx_bytes)
-                chain.broadcasts.append(txhash)
                 if chain.forced_broadcast:
                     codespace, code, log = chain.forced_broadcast.pop(0)
-                    decoded = None
                 else:
                     codespace, code, log, decoded = chain.check(tx_bytes)
-                if code == 0 and decoded is not None:
-                    chain.mempool.append(decoded)
+                    if code == 0 and decoded is not None:
+                        chain.mempool.append(decoded)
                 return self._send(
                     200,
                     {
                         "tx_response": {
                             "height": "0",
-                            "txhash": txhash,
+                            "txhash": txlib.tx_hash(tx_bytes),
                             "codespace": codespace,
                             "code": code,
                             "data": "",
@@ -435,4 +355,4 @@ class ChainServer(ThreadingHTTPServer):
         self.server_close()
 
 
-__all__ = ["Chain", "ChainServer", "codes"]
+__all__ = ["Chain", "ChainServer"]

@@ -56,6 +56,13 @@ _CODES = [
     ErrorCode("sdk", 8, "invalid pubkey", "the node rejected the signer's public key"),
     ErrorCode(
         "sdk",
+        9,
+        "unknown address",
+        "the chain has no account for the sender: it has never received funds; send it some "
+        "GNK first",
+    ),
+    ErrorCode(
+        "sdk",
         10,
         "invalid coins",
         "the node rejected the amount or fee coins; only ngonka amounts above zero are valid",

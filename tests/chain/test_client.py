@@ -1,16 +1,24 @@
-"""The REST client against a real test chain served over HTTP on 127.0.0.1."""
+"""The REST client against a real local node served over HTTP on 127.0.0.1.
+
+Tests that change nothing on chain share one node per module (a node takes 0.2 s to stop);
+tests that move funds get a node of their own. The stand-in REST server
+(`tests/chain_server.py`) serves only what the real node cannot produce on demand: forced
+simulate answers, an HTML gateway page and locked (vesting) funds.
+"""
 
 from __future__ import annotations
 
 import base64
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
-from decimal import Decimal
 from functools import cache
+from pathlib import Path
 
 import pytest
 
+from gonka_cli import __version__
 from gonka_cli.chain import codes
 from gonka_cli.chain import tx as txlib
 from gonka_cli.chain.client import Balance, ChainClient, Transfer
@@ -25,13 +33,19 @@ from gonka_cli.errors import (
     TxNotFound,
     TxTimeout,
 )
+from gonka_cli.node.genesis import ChainParams, init_home
+from gonka_cli.node.ledger import Ledger
+from gonka_cli.node.runner import Node
 from gonka_cli.settings import NetworkProfile
-from tests.chain_server import GAS_BASE, GAS_PER_BYTE, Chain, ChainServer
-from tests.conftest import MNEMONIC, dead_url
+from gonka_cli.wallet import keystore as keystore_module
+from tests.chain_server import Chain, ChainServer
+from tests.conftest import MNEMONIC, TEST_BLOCK_TIME_S, StartNode, dead_url
 
 FUNDS = 10 * 10**9
 FEE = 5_000
 UNKNOWN_HASH = "AB" * 32
+#: A balance above 2^64 ngonka (a cosmos Int is 256 bits).
+HUGE = 2**70 + 3
 
 
 @cache
@@ -47,36 +61,83 @@ SENDER = _address(0)
 RECIPIENT = _address(1)
 OTHER_RECIPIENT = _address(2)
 STRANGER = _address(3)
+RICH = _address(4)
 
 
 def _profile(*urls: str, chain_id: str = "gonka-devnet") -> NetworkProfile:
     return NetworkProfile(name="test", chain_id=chain_id, rest_urls=urls)
 
 
+def url(node: Node) -> str:
+    assert node.info is not None
+    return node.info.url
+
+
+def ledger(node: Node) -> Ledger:
+    assert node.ledger is not None, "the node is stopped"
+    return node.ledger
+
+
+def _state(node: Node) -> tuple[object, ...]:
+    """What any accepted transaction changes: transactions, mempool, accounts, the sender."""
+    status = ledger(node).status()
+    return status.txs, status.mempool_txs, status.accounts, ledger(node).account(SENDER)
+
+
+# --- fixtures ---------------------------------------------------------------------------
+
+
 @pytest.fixture(scope="module")
-def shared_server() -> Iterator[ChainServer]:
-    srv = ChainServer(Chain()).start()
-    yield srv
-    srv.stop()
+def shared_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    """One node for the tests that change nothing on chain: SENDER and RICH are funded."""
+    root = tmp_path_factory.mktemp("shared-node")
+    with pytest.MonkeyPatch.context() as patch:  # the faucet key: light KDF, as in `light_kdf`
+        patch.setattr(keystore_module, "DEFAULT_KDF", keystore_module.KdfParams(1024, 1, 1))
+        init_home(
+            root,
+            accounts=[(SENDER, FUNDS), (RICH, HUGE)],
+            params=ChainParams(block_time_s=TEST_BLOCK_TIME_S),
+        )
+    node = Node(root, port=0)
+    node.start()
+    yield node
+    node.stop()
 
 
 @pytest.fixture
-def server(shared_server: ChainServer, chain: Chain) -> ChainServer:
-    """One node for the module (stopping a node takes half a second), serving a fresh chain."""
-    shared_server.chain = chain
-    shared_server.mode = "json"
-    return shared_server
+def node(shared_node: Node) -> Iterator[Node]:
+    """The shared node; the test must leave its state as it was."""
+    before = _state(shared_node)
+    yield shared_node
+    assert _state(shared_node) == before, "a test on the shared node changed its state"
 
 
 @pytest.fixture
-def client(server: ChainServer) -> Iterator[ChainClient]:
+def client(node: Node) -> Iterator[ChainClient]:
+    with ChainClient(_profile(url(node)), timeout_s=5) as chain_client:
+        yield chain_client
+
+
+@pytest.fixture
+def stand_in_client(server: ChainServer) -> Iterator[ChainClient]:
+    """A client of the stand-in REST server (`chain` fixture), for answers forced there."""
     with ChainClient(_profile(server.url), timeout_s=5) as chain_client:
         yield chain_client
 
 
 @pytest.fixture
+def funded(start_node: StartNode) -> Callable[..., Node]:
+    """A node of the test's own, SENDER holding FUNDS; keywords are chain parameters."""
+
+    def start(**params: object) -> Node:
+        return start_node(accounts=[(SENDER, FUNDS)], **params)
+
+    return start
+
+
+@pytest.fixture
 def start_server() -> Iterator[Callable[[Chain], ChainServer]]:
-    """Start extra nodes, all stopped at the end (stopping one twice is harmless)."""
+    """Start extra stand-in servers, all stopped at the end (stopping one twice is harmless)."""
     started: list[ChainServer] = []
 
     def start(chain: Chain) -> ChainServer:
@@ -124,34 +185,37 @@ def _simulation(sequence: int = 0, key_index: int = 0) -> bytes:
 # --- queries ----------------------------------------------------------------------------
 
 
-def test_node_info(client: ChainClient, server: ChainServer) -> None:
+def test_node_info(client: ChainClient, node: Node) -> None:
     info = client.node_info()
 
     assert info.chain_id == "gonka-devnet"
-    assert info.url == server.url
-    assert info.moniker == "test-node"
-    assert info.version == "test"
+    assert info.url == url(node)
+    assert info.moniker == "gonka-devnet-node"
+    assert info.version == __version__
 
 
-def test_node_info_reports_the_nodes_chain_id(start_server: Callable[[Chain], ChainServer]) -> None:
-    other = start_server(Chain(chain_id="gonka-testnet"))
-    with ChainClient(_profile(other.url)) as chain_client:
+def test_node_info_reports_the_nodes_chain_id(start_node: StartNode, tmp_path: Path) -> None:
+    root = tmp_path / "testnet"
+    init_home(root, chain_id="gonka-testnet", params=ChainParams(block_time_s=TEST_BLOCK_TIME_S))
+    other = start_node(home=root)
+
+    with ChainClient(_profile(url(other))) as chain_client:
         assert chain_client.node_info().chain_id == "gonka-testnet"
 
 
-def test_account_of_a_funded_address(client: ChainClient, chain: Chain) -> None:
-    chain.fund(STRANGER, 1)
-    number = chain.fund(SENDER, FUNDS).number
+def test_account_of_a_funded_address(client: ChainClient, node: Node) -> None:
+    on_node = ledger(node).account(SENDER)
+    assert on_node is not None
 
     account = client.account(SENDER)
 
     assert account.address == SENDER
-    assert account.account_number == number
+    assert account.account_number == on_node.number
     assert account.sequence == 0
     assert account.pubkey_b64 is None
     assert account.to_dict() == {
         "address": SENDER,
-        "account_number": str(number),
+        "account_number": str(on_node.number),
         "sequence": "0",
         "pubkey": None,
     }
@@ -167,20 +231,34 @@ def test_unknown_account_is_account_not_found(client: ChainClient) -> None:
 
 
 @pytest.mark.parametrize(
+    ("address", "amount"),
+    [pytest.param(SENDER, FUNDS, id="all-spendable"), pytest.param(RICH, HUGE, id="above-2^64")],
+)
+def test_balance_spendable_and_total(client: ChainClient, address: str, amount: int) -> None:
+    balance = client.balance(address)
+
+    assert balance == Balance(address, "ngonka", spendable=amount, total=amount)
+
+
+@pytest.mark.parametrize(
     ("funded", "locked", "expected"),
     [
-        pytest.param(1_000, 0, (1_000, 1_000), id="all-spendable"),
         pytest.param(1_000, 300, (700, 1_000), id="partly-locked"),
         pytest.param(1_000, 1_000, (0, 1_000), id="all-locked"),
-        pytest.param(2**70 + 3, 2**65, (2**70 + 3 - 2**65, 2**70 + 3), id="above-2^64"),
+        pytest.param(HUGE, 2**65, (HUGE - 2**65, HUGE), id="above-2^64"),
     ],
 )
-def test_balance_spendable_and_total(
-    client: ChainClient, chain: Chain, funded: int, locked: int, expected: tuple[int, int]
+def test_balance_of_locked_funds(
+    stand_in_client: ChainClient,
+    chain: Chain,
+    funded: int,
+    locked: int,
+    expected: tuple[int, int],
 ) -> None:
+    # The local node has no vesting: locked funds exist only on the stand-in.
     chain.fund(SENDER, funded, locked=locked)
 
-    balance = client.balance(SENDER)
+    balance = stand_in_client.balance(SENDER)
 
     assert balance == Balance(SENDER, "ngonka", spendable=expected[0], total=expected[1])
 
@@ -189,156 +267,195 @@ def test_balance_of_an_unknown_address_is_zero(client: ChainClient) -> None:
     assert client.balance(STRANGER) == Balance(STRANGER, "ngonka", 0, 0)
 
 
-def test_balance_of_another_denom_is_zero(client: ChainClient, chain: Chain) -> None:
-    chain.fund(SENDER, 1_000)
+def test_balance_of_another_denom_is_zero(client: ChainClient) -> None:
     assert client.balance(SENDER, denom="uatom") == Balance(SENDER, "uatom", 0, 0)
 
 
-def test_simulate_returns_gas(client: ChainClient, chain: Chain) -> None:
-    chain.fund(SENDER, FUNDS)
+def test_simulate_returns_gas(client: ChainClient, node: Node) -> None:
     tx_bytes = _simulation()
 
     gas = client.simulate(tx_bytes)
 
-    assert gas == GAS_BASE + GAS_PER_BYTE * (len(tx_bytes) + 64)
+    # The size once signed: the simulation's empty signature becomes 64 bytes.
+    assert gas == ledger(node).gas_for(len(tx_bytes) + 64, 1, 1)
 
 
 # --- sending ----------------------------------------------------------------------------
 
 
-def test_send_lands_in_a_block(client: ChainClient, chain: Chain) -> None:
-    chain.fund(SENDER, FUNDS)
-    gas_limit = txlib.gas_with_adjustment(client.simulate(_simulation()))
-    signed = _sign(client, RECIPIENT, 1_500_000_000, gas_limit=gas_limit, memo="rent")
-    chain.block_after_polls = 3
+def test_send_lands_in_a_block(funded: Callable[..., Node]) -> None:
+    # No block comes on its own: the test makes it, once the client is polling.
+    node = funded(block_time_s=3600)
+    with ChainClient(_profile(url(node)), timeout_s=5) as client:
+        gas_limit = txlib.gas_with_adjustment(client.simulate(_simulation()))
+        signed = _sign(client, RECIPIENT, 1_500_000_000, gas_limit=gas_limit, memo="rent")
 
-    broadcast = client.broadcast(signed.tx_bytes)
-    assert broadcast.ok
-    assert broadcast.txhash == signed.txhash
-    assert (broadcast.code, broadcast.codespace, broadcast.raw_log) == (0, "", "")
+        broadcast = client.broadcast(signed.tx_bytes)
+        assert broadcast.ok
+        assert broadcast.txhash == signed.txhash
+        assert (broadcast.code, broadcast.codespace, broadcast.raw_log) == (0, "", "")
 
-    assert client.get_tx(signed.txhash) is None
-    with pytest.raises(TxNotFound, match=signed.txhash):
-        client.require_tx(signed.txhash)
+        assert client.get_tx(signed.txhash) is None
+        with pytest.raises(TxNotFound, match=signed.txhash):
+            client.require_tx(signed.txhash)
 
-    result = client.wait_for_tx(signed.txhash, timeout_s=10, poll_s=0.01)
+        block = threading.Timer(0.05, ledger(node).make_block)
+        block.start()
+        result = client.wait_for_tx(signed.txhash, timeout_s=10, poll_s=0.01)
+        block.join()
 
-    assert result.ok
-    assert result.txhash == signed.txhash
-    assert result.height == 101
-    assert (result.code, result.codespace, result.raw_log) == (0, "", "")
-    assert result.gas_wanted == gas_limit
-    assert result.gas_used == GAS_BASE + GAS_PER_BYTE * len(signed.tx_bytes)
-    assert result.memo == "rent"
-    assert result.fee_ngonka == FEE
-    assert result.transfers == (Transfer(SENDER, RECIPIENT, 1_500_000_000, "ngonka"),)
-    assert result.other_messages == ()
-    assert result.to_dict()["status"] == "success"
-    assert result.to_dict()["error"] is None
-    assert client.get_tx(signed.txhash) == result
-    assert client.get_tx(signed.txhash.lower()) == result
+        assert result.ok
+        assert result.txhash == signed.txhash
+        assert result.height == ledger(node).height == 1
+        assert (result.code, result.codespace, result.raw_log) == (0, "", "")
+        assert result.gas_wanted == gas_limit
+        assert result.gas_used == ledger(node).gas_for(len(signed.tx_bytes), 1, 1)
+        assert result.memo == "rent"
+        assert result.fee_ngonka == FEE
+        assert result.transfers == (Transfer(SENDER, RECIPIENT, 1_500_000_000, "ngonka"),)
+        assert result.other_messages == ()
+        assert result.to_dict()["status"] == "success"
+        assert result.to_dict()["error"] is None
+        assert client.get_tx(signed.txhash) == result
+        assert client.get_tx(signed.txhash.lower()) == result
 
-    assert client.balance(SENDER).total == FUNDS - 1_500_000_000 - FEE
-    assert client.balance(RECIPIENT).total == 1_500_000_000
-    account = client.account(SENDER)
-    assert account.sequence == 1
-    assert account.pubkey_b64 == base64.b64encode(_key(0).public_key.to_bytes()).decode()
-
-
-def test_failed_tx_is_reported_with_its_code(client: ChainClient, chain: Chain) -> None:
-    chain.fund(SENDER, FUNDS)
-    signed = _sign(client, RECIPIENT, 1_000, gas_limit=1_000)
-
-    assert client.broadcast(signed.tx_bytes).ok
-    result = client.wait_for_tx(signed.txhash, timeout_s=10, poll_s=0.01)
-
-    assert not result.ok
-    assert (result.codespace, result.code) == ("sdk", 11)
-    assert "out of gas" in result.raw_log
-    assert result.to_dict()["status"] == "failed"
-    assert result.to_dict()["error"] == codes.OUT_OF_GAS.advice
-    assert client.balance(RECIPIENT).total == 0
-    assert client.balance(SENDER).total == FUNDS - FEE
+        assert client.balance(SENDER).total == FUNDS - 1_500_000_000 - FEE
+        assert client.balance(RECIPIENT).total == 1_500_000_000
+        account = client.account(SENDER)
+        assert account.sequence == 1
+        assert account.pubkey_b64 == base64.b64encode(_key(0).public_key.to_bytes()).decode()
 
 
-def test_refused_broadcast_carries_the_sdk_code(client: ChainClient, chain: Chain) -> None:
-    chain.fund(SENDER, FUNDS)
+def test_failed_tx_is_reported_with_its_code(funded: Callable[..., Node]) -> None:
+    node = funded()
+    with ChainClient(_profile(url(node)), timeout_s=5) as client:
+        # Enough gas for the size and signature (CheckTx passes), not for the message.
+        signed = _sign(client, RECIPIENT, 1_000, gas_limit=20_000)
+
+        assert client.broadcast(signed.tx_bytes).ok
+        result = client.wait_for_tx(signed.txhash, timeout_s=10, poll_s=0.01)
+
+        assert not result.ok
+        assert (result.codespace, result.code) == ("sdk", 11)
+        assert result.raw_log == (
+            f"out of gas in location: WriteFlat; gasWanted: 20000, gasUsed: {result.gas_used}: "
+            "out of gas"
+        )
+        assert result.gas_used > result.gas_wanted == 20_000
+        assert result.to_dict()["status"] == "failed"
+        assert result.to_dict()["error"] == codes.OUT_OF_GAS.advice
+        assert client.balance(RECIPIENT).total == 0
+        assert client.balance(SENDER).total == FUNDS - FEE
+
+
+def test_refused_broadcast_carries_the_sdk_code(client: ChainClient, node: Node) -> None:
     signed = _sign(client, RECIPIENT, 1_000, chain_id="gonka-mainnet")
+    number = client.account(SENDER).account_number
 
     result = client.broadcast(signed.tx_bytes)
 
     assert not result.ok
     assert (result.codespace, result.code) == ("sdk", 4)
-    assert "signature verification failed" in result.raw_log
+    assert result.raw_log == (
+        f"signature verification failed; please verify account number ({number}) and chain-id "
+        "(gonka-devnet): unauthorized"
+    )
     assert result.txhash == signed.txhash
 
 
-def test_broadcast_below_min_gas_price_is_insufficient_fee(
-    client: ChainClient, chain: Chain
-) -> None:
-    chain.fund(SENDER, FUNDS)
-    chain.min_gas_price = Decimal("0.0025")
-    cheap = _sign(client, RECIPIENT, 1_000, fee=499, gas_limit=200_000)
-    enough = _sign(client, RECIPIENT, 1_000, fee=500, gas_limit=200_000)
+@pytest.mark.parametrize(
+    "memo",
+    ["x" * 257, "é" * 129],
+    ids=["257-ascii-characters", "129-characters-of-258-utf8-bytes"],
+)
+def test_a_memo_over_256_bytes_is_refused(funded: Callable[..., Node], memo: str) -> None:
+    # The wallet never signs such a memo; this is the node's own check.
+    node = funded()
+    with ChainClient(_profile(url(node)), timeout_s=5) as client:
+        signed = _sign(client, RECIPIENT, 1_000, memo=memo)
 
-    refused = client.broadcast(cheap.tx_bytes)
-    accepted = client.broadcast(enough.tx_bytes)
+        result = client.broadcast(signed.tx_bytes)
+
+    assert (result.codespace, result.code) == ("sdk", 12)
+    assert result.raw_log == (
+        f"maximum number of characters is 256 but received {len(memo.encode())} characters: "
+        "memo too large"
+    )
+    assert ledger(node).status().mempool_txs == 0
+
+
+def test_broadcast_below_min_gas_price_is_insufficient_fee(funded: Callable[..., Node]) -> None:
+    node = funded(min_gas_price="0.0025")
+    with ChainClient(_profile(url(node)), timeout_s=5) as client:
+        cheap = _sign(client, RECIPIENT, 1_000, fee=499, gas_limit=200_000)
+        enough = _sign(client, RECIPIENT, 1_000, fee=500, gas_limit=200_000)
+
+        refused = client.broadcast(cheap.tx_bytes)
+        accepted = client.broadcast(enough.tx_bytes)
 
     assert (refused.codespace, refused.code) == ("sdk", 13)
+    assert refused.raw_log == (
+        "insufficient fees; got: 499ngonka required: 500ngonka: insufficient fee"
+    )
     assert accepted.ok
 
 
-def test_search_txs(client: ChainClient, chain: Chain) -> None:
-    chain.fund(SENDER, FUNDS)
-    first = _sign(client, RECIPIENT, 1_000)
-    assert client.broadcast(first.tx_bytes).ok
-    client.wait_for_tx(first.txhash, timeout_s=10, poll_s=0.01)
-    second = _sign(client, OTHER_RECIPIENT, 2_000)
-    assert client.broadcast(second.tx_bytes).ok
-    client.wait_for_tx(second.txhash, timeout_s=10, poll_s=0.01)
+def test_search_txs(funded: Callable[..., Node]) -> None:
+    node = funded()
+    with ChainClient(_profile(url(node)), timeout_s=5) as client:
+        first = _sign(client, RECIPIENT, 1_000)
+        assert client.broadcast(first.tx_bytes).ok
+        client.wait_for_tx(first.txhash, timeout_s=10, poll_s=0.01)
+        second = _sign(client, OTHER_RECIPIENT, 2_000)
+        assert client.broadcast(second.tx_bytes).ok
+        client.wait_for_tx(second.txhash, timeout_s=10, poll_s=0.01)
 
-    sent = client.search_txs(f"message.sender='{SENDER}'")
-    received = client.search_txs(f"transfer.recipient='{OTHER_RECIPIENT}'")
-    newest = client.search_txs(f"message.sender='{SENDER}'", limit=1)
+        sent = client.search_txs(f"message.sender='{SENDER}'")
+        received = client.search_txs(f"transfer.recipient='{OTHER_RECIPIENT}'")
+        newest = client.search_txs(f"message.sender='{SENDER}'", limit=1)
+        nothing = client.search_txs(f"transfer.recipient='{STRANGER}'")
 
+    heights = [ledger(node).tx(s.txhash) for s in (second, first)]
     assert [t.txhash for t in sent] == [second.txhash, first.txhash]
-    assert [t.height for t in sent] == [102, 101]
+    assert [t.height for t in sent] == [r.height for r in heights if r is not None]
+    assert sent[0].height > sent[1].height
     assert [t.transfers for t in sent] == [
         (Transfer(SENDER, OTHER_RECIPIENT, 2_000, "ngonka"),),
         (Transfer(SENDER, RECIPIENT, 1_000, "ngonka"),),
     ]
     assert [t.txhash for t in received] == [second.txhash]
     assert [t.txhash for t in newest] == [second.txhash]
-    assert client.search_txs(f"transfer.recipient='{STRANGER}'") == []
+    assert nothing == []
 
 
 # --- failover ---------------------------------------------------------------------------
 
 
-def test_failover_past_a_dead_node(server: ChainServer) -> None:
+def test_failover_past_a_dead_node(node: Node) -> None:
     dead = dead_url()
-    with ChainClient(_profile(dead, server.url), timeout_s=5) as chain_client:
+    with ChainClient(_profile(dead, url(node)), timeout_s=5) as chain_client:
         assert chain_client.url == dead
 
         info = chain_client.node_info()
 
         assert info.chain_id == "gonka-devnet"
-        assert info.url == server.url
-        assert chain_client.url == server.url
+        assert info.url == url(node)
+        assert chain_client.url == url(node)
 
 
 def test_client_keeps_the_node_that_answered(
-    server: ChainServer, start_server: Callable[[Chain], ChainServer]
+    node: Node, start_server: Callable[[Chain], ChainServer]
 ) -> None:
     """Once it failed over, the client stays on the live node even when the first one recovers."""
+    # The stand-in: a gateway page first, then a node of another chain.
     flaky = start_server(Chain(chain_id="gonka-recovered"))
     flaky.mode = "html"
-    with ChainClient(_profile(flaky.url, server.url), timeout_s=5) as chain_client:
+    with ChainClient(_profile(flaky.url, url(node)), timeout_s=5) as chain_client:
         assert chain_client.node_info().chain_id == "gonka-devnet"
         flaky.mode = "json"
 
         assert chain_client.node_info().chain_id == "gonka-devnet"
-        assert chain_client.url == server.url
+        assert chain_client.url == url(node)
 
 
 def test_all_nodes_dead_names_every_url() -> None:
@@ -348,23 +465,20 @@ def test_all_nodes_dead_names_every_url() -> None:
             chain_client.node_info()
 
     message = str(info.value)
-    for url in urls:
-        assert f"{url} (connection refused)" in message
+    for dead in urls:
+        assert f"{dead} (connection refused)" in message
     assert "\n" not in message
 
 
-def test_html_node_is_skipped(
-    server: ChainServer, start_server: Callable[[Chain], ChainServer]
-) -> None:
-    html = start_server(Chain())
-    html.mode = "html"
-    with ChainClient(_profile(html.url, server.url), timeout_s=5) as chain_client:
-        assert chain_client.node_info().url == server.url
-        assert chain_client.url == server.url
+def test_html_node_is_skipped(node: Node, server: ChainServer) -> None:
+    server.mode = "html"  # the stand-in as a gateway page
+    with ChainClient(_profile(server.url, url(node)), timeout_s=5) as chain_client:
+        assert chain_client.node_info().url == url(node)
+        assert chain_client.url == url(node)
 
 
 def test_html_only_is_reported_not_json(server: ChainServer) -> None:
-    server.mode = "html"
+    server.mode = "html"  # the stand-in as a gateway page
     dead = dead_url()
     with ChainClient(_profile(server.url, dead), timeout_s=5) as chain_client:
         with pytest.raises(NodeUnreachable) as info:
@@ -394,39 +508,46 @@ def test_wait_for_tx_times_out_while_every_node_is_down() -> None:
 
 
 def test_wait_for_tx_survives_a_node_outage(
-    chain: Chain,
-    start_server: Callable[[Chain], ChainServer],
+    funded: Callable[..., Node],
+    server: ChainServer,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """The first node goes away mid-wait; a second node of the same chain then answers."""
-    first = start_server(chain)
-    second = start_server(chain)
-    second.mode = "html"
-    chain.fund(SENDER, FUNDS)
+    """The first node goes away mid-wait; a gateway page answers at the second address until
+    the same chain is back there."""
+    # No block comes on its own: the transaction waits in the first node's mempool.
+    first = funded(block_time_s=3600)
+    server.mode = "html"  # the stand-in as a gateway page
+    second_url, port = server.url, server.server_address[1]
     events: list[str] = []
+    restarted: list[Node] = []
 
     def between_polls(seconds: float) -> None:
         if not events:
-            first.stop()
+            first.stop()  # a last block applies the mempool
             events.append("first node stopped")
         elif len(events) == 1:
-            second.mode = "json"
+            server.stop()
+            restarted.append(Node(first.home_path, port=port))
+            restarted[0].start()
             events.append("second node serves JSON")
         time.sleep(seconds)
 
-    with ChainClient(_profile(first.url, second.url), timeout_s=5) as chain_client:
-        signed = _sign(chain_client, RECIPIENT, 1_000)
-        assert chain_client.broadcast(signed.tx_bytes).ok
-        chain.block_after_polls = 2
+    try:
+        with ChainClient(_profile(url(first), second_url), timeout_s=5) as chain_client:
+            signed = _sign(chain_client, RECIPIENT, 1_000)
+            assert chain_client.broadcast(signed.tx_bytes).ok
 
-        with caplog.at_level(logging.WARNING, logger="gonka_cli.chain.client"):
-            result = chain_client.wait_for_tx(
-                signed.txhash, timeout_s=30, poll_s=0.01, sleep=between_polls
-            )
+            with caplog.at_level(logging.WARNING, logger="gonka_cli.chain.client"):
+                result = chain_client.wait_for_tx(
+                    signed.txhash, timeout_s=30, poll_s=0.01, sleep=between_polls
+                )
 
-        assert result.ok
-        assert result.txhash == signed.txhash
-        assert chain_client.url == second.url
+            assert result.ok
+            assert result.txhash == signed.txhash
+            assert chain_client.url == second_url
+    finally:
+        for again in restarted:
+            again.stop()
     assert events == ["first node stopped", "second node serves JSON"]
     assert any(
         r.levelno == logging.WARNING and signed.txhash in r.getMessage() for r in caplog.records
@@ -465,12 +586,18 @@ def test_wait_for_tx_survives_a_node_outage(
     ],
 )
 def test_simulate_error_with_a_known_code(
-    client: ChainClient, chain: Chain, message: str, codespace: str, code: int, shown: str
+    stand_in_client: ChainClient,
+    chain: Chain,
+    message: str,
+    codespace: str,
+    code: int,
+    shown: str,
 ) -> None:
+    # Forced (stand-in): mainnet's wording, with a source location the local node never adds.
     chain.forced_simulate.append((400, message))
 
     with pytest.raises(TxError) as info:
-        client.simulate(_simulation())
+        stand_in_client.simulate(_simulation())
 
     assert (info.value.codespace, info.value.code) == (codespace, code)
     assert shown in str(info.value)
@@ -485,12 +612,13 @@ def test_simulate_error_with_a_known_code(
     ],
 )
 def test_simulate_error_without_a_code(
-    client: ChainClient, chain: Chain, status: int, message: str
+    stand_in_client: ChainClient, chain: Chain, status: int, message: str
 ) -> None:
+    # Forced (stand-in): a node failing in ways the local node does not.
     chain.forced_simulate.append((status, message))
 
     with pytest.raises(ChainError) as info:
-        client.simulate(_simulation())
+        stand_in_client.simulate(_simulation())
 
     assert not isinstance(info.value, TxError)
     assert message.splitlines()[0] in str(info.value)
@@ -501,12 +629,14 @@ def test_simulate_of_an_unfunded_signer(client: ChainClient) -> None:
     with pytest.raises(TxError) as info:
         client.simulate(_simulation(key_index=3))
 
-    assert (info.value.codespace, info.value.code) == ("sdk", 5)
+    # The SDK's answer: code 9 (unknown address), with the wallet's sentence for it.
+    assert (info.value.codespace, info.value.code) == ("sdk", 9)
+    assert str(info.value).startswith(
+        "the chain has no account for the sender: it has never received funds"
+    )
 
 
-def test_simulate_with_a_stale_sequence(client: ChainClient, chain: Chain) -> None:
-    chain.fund(SENDER, FUNDS)
-
+def test_simulate_with_a_stale_sequence(client: ChainClient) -> None:
     with pytest.raises(TxError) as info:
         client.simulate(_simulation(sequence=3))
 
@@ -514,28 +644,25 @@ def test_simulate_with_a_stale_sequence(client: ChainClient, chain: Chain) -> No
     assert "expected 0, got 3" in str(info.value)
 
 
-def test_simulate_during_transfer_restrictions(client: ChainClient, chain: Chain) -> None:
-    chain.fund(SENDER, FUNDS)
-    chain.restrict_transfers = True
-
-    with pytest.raises(TxError) as info:
-        client.simulate(_simulation())
+def test_simulate_during_transfer_restrictions(funded: Callable[..., Node]) -> None:
+    node = funded(transfer_restriction_end_height=10**9)
+    with ChainClient(_profile(url(node)), timeout_s=5) as client:
+        with pytest.raises(TxError) as info:
+            client.simulate(_simulation())
 
     assert (info.value.codespace, info.value.code) == ("restrictions", 1108)
+    assert str(info.value) == codes.TRANSFER_RESTRICTED.advice
 
 
-def test_broadcast_http_400_is_a_chain_error(
-    client: ChainClient, chain: Chain, server: ChainServer
-) -> None:
-    chain.fund(SENDER, FUNDS)
+def test_broadcast_http_400_is_a_chain_error(client: ChainClient, node: Node) -> None:
     signed = _sign(client, RECIPIENT, 1_000)
 
     with pytest.raises(ChainError) as info:
         client.broadcast(signed.tx_bytes, mode="BROADCAST_MODE_BLOCK")
 
-    message = str(info.value)
     assert not isinstance(info.value, TxError)
-    assert "HTTP 400" in message
-    assert "unsupported broadcast mode" in message
-    assert server.url in message
-    assert chain.mempool == []
+    assert str(info.value) == (
+        f"node {url(node)} refused the broadcast (HTTP 400): BROADCAST_MODE_BLOCK was removed "
+        "in SDK v0.47: use SYNC and poll"
+    )
+    assert ledger(node).status().mempool_txs == 0

@@ -9,12 +9,13 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pexpect
 import pytest
 
-from tests.chain_server import Chain, ChainServer
-from tests.conftest import MNEMONIC, PASSWORD
+from gonka_cli.node.runner import Node
+from tests.conftest import MNEMONIC, PASSWORD, StartNode, use_devnet
 
 BOB = "gonka1f85frkfw89cgpva0vgpyuldjgu6uhyd86zuv9p"
 
@@ -151,18 +152,21 @@ def test_delete_asks_and_no_keeps_the_key(gonka_home: Path) -> None:
     assert not (gonka_home / "keys" / "alice.json").exists()
 
 
-def funded_alice(home: Path, chain: Chain) -> str:
-    """Create key 'alice' at the prompts and fund it on the test chain."""
+def funded_alice(home: Path, start_node: StartNode, **params: Any) -> tuple[str, Node]:
+    """Create key 'alice' at the prompts; a node funding it in its genesis is the devnet."""
     create_interactively(home)
     alice = json.loads((home / "keys" / "alice.json").read_text())["address"]
-    chain.fund(alice, 10**10)
-    return alice
+    node = start_node(accounts=[(alice, 10**10)], **params)
+    assert node.info is not None
+    use_devnet(home, node.info.url)
+    return alice, node
 
 
 def test_send_shows_the_transfer_and_sends_only_after_yes(
-    gonka_home: Path, chain: Chain, devnet: ChainServer
+    gonka_home: Path, start_node: StartNode
 ) -> None:
-    funded_alice(gonka_home, chain)
+    alice, node = funded_alice(gonka_home, start_node)
+    assert node.ledger is not None
 
     child = spawn(gonka_home, "wallet", "send", "alice", BOB, "2gnk")
     child.expect(r"Sign and send\? \[y/N\]")
@@ -170,7 +174,8 @@ def test_send_shows_the_transfer_and_sends_only_after_yes(
     child.sendline("n")
     code, rest = finish(child)
     assert code == 1 and "nothing was signed or sent" in rest
-    assert chain.broadcasts == []
+    status = node.ledger.status()
+    assert (status.txs, status.mempool_txs) == (0, 0)
 
     child = spawn(gonka_home, "wallet", "send", "alice", BOB, "2gnk")
     child.expect(r"\[y/N\]")
@@ -180,14 +185,17 @@ def test_send_shows_the_transfer_and_sends_only_after_yes(
     code, rest = finish(child)
     assert code == 0, rest
     assert "is in block" in rest
-    assert chain.accounts[BOB].balance == 2 * 10**9
+    bob = node.ledger.account(BOB)
+    assert bob is not None and bob.balance == 2 * 10**9
+    sender = node.ledger.account(alice)
+    assert sender is not None and sender.sequence == 1
 
 
 def test_ctrl_c_while_waiting_for_the_block_names_the_sent_transaction(
-    gonka_home: Path, chain: Chain, devnet: ChainServer
+    gonka_home: Path, start_node: StartNode
 ) -> None:
-    chain.block_after_polls = 10**9
-    funded_alice(gonka_home, chain)
+    # No block comes on its own while the command waits.
+    _, node = funded_alice(gonka_home, start_node, block_time_s=3600)
 
     child = spawn(gonka_home, "wallet", "send", "alice", BOB, "1gnk", "--yes")
     child.expect("Password for key 'alice'")
@@ -199,4 +207,11 @@ def test_ctrl_c_while_waiting_for_the_block_names_the_sent_transaction(
     code, rest = finish(child)
     assert code == 130
     assert f"gonka wallet tx {txhash}" in rest
-    assert chain.broadcasts == [txhash]
+    assert node.ledger is not None
+    assert node.ledger.status().mempool_txs == 1
+    # The transaction the message names was sent: the node applies it (a last block on stop).
+    node.stop()
+    again = start_node(home=node.home_path)
+    assert again.ledger is not None
+    landed = again.ledger.tx(txhash)
+    assert landed is not None and landed.code == 0

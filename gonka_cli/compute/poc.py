@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -239,23 +238,9 @@ def artifacts_from_hidden(
 
 
 def _available_cpu_bytes() -> int:
-    try:
-        import psutil  # type: ignore[import-untyped]
+    import psutil  # type: ignore[import-untyped]
 
-        return int(psutil.virtual_memory().available)
-    except ImportError:
-        pass
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 2 << 30
+    return int(psutil.virtual_memory().available)
 
 
 def per_nonce_bytes(spec: ModelSpec, seq_len: int, element_bytes: int, on_cpu: bool) -> int:
@@ -286,7 +271,7 @@ def choose_batch_size(model: GonkaModel, seq_len: int) -> int:
     """The number of nonces per forward that fits in a share of free memory, capped.
 
     CUDA: `torch.cuda.mem_get_info` (free memory after the model is loaded); CPU: the
-    available system memory (psutil if installed, else /proc/meminfo).
+    available system memory (psutil).
     """
     import torch
 

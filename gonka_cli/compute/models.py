@@ -20,7 +20,7 @@ Where we differ from PoC v1 (a flat std of 0.02): the gain gives linear layers a
 (std 1/sqrt(fan_in)), token embeddings std 1 (the scale of PoC's inputs) and the output head
 std `LOGIT_STD`/sqrt(dim). With a flat 0.02 the layers of a small model barely move the
 residual stream, so PoC could skip them: gonka-small's artifacts computed from the inputs
-alone landed within L2 0.23 of the real ones, under the 0.4 mismatch threshold. And random
+alone landed within L2 0.23 of the real ones, under mainnet's 0.4 mismatch threshold. And random
 heads give a nearly flat next-token distribution (logit std about 0.2), where inference
 replay cannot tell two models apart; trained models are peaked, so logits get a std of
 about `LOGIT_STD`.

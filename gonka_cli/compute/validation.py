@@ -66,12 +66,16 @@ _LE64 = struct.Struct("<Q")
 class PocParams:
     """The validation parameters of one model (governance values on a real chain).
 
-    `dist_threshold` 0.4 is mainnet's value for most models and provisional for the devnet.
-    A prover is a fraud when the p-value of its mismatch count is below `alpha`.
+    `dist_threshold` 0.15 is the devnet's value, calibrated by `scripts/calibrate_compute.py`
+    on gonka-small (docs/compute.md, "Calibration"): 5x the largest honest fp32-vs-bf16
+    distance measured, while every shortcut tried (other weights, skipped layers, a cut
+    context, 4-bit weights) mismatches on 97% or more of its nonces. Mainnet's 0.4, set for
+    FP8 hosts, lets a skipped last layer or 4-bit weights pass on most nonces. A prover is a
+    fraud when the p-value of its mismatch count is below `alpha`.
     """
 
     k_dim: int = K_DIM
-    dist_threshold: float = 0.4
+    dist_threshold: float = 0.15
     sample_size: int = 200
     p_mismatch: float = 0.1
     alpha: float = 0.05

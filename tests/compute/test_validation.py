@@ -58,7 +58,7 @@ def never_called(nonces: list[int]) -> list[bytes]:
 def test_params_defaults_and_round_trip() -> None:
     assert PARAMS.to_dict() == {
         "k_dim": 12,
-        "dist_threshold": 0.4,
+        "dist_threshold": 0.15,
         "sample_size": 200,
         "p_mismatch": 0.1,
         "alpha": 0.05,
@@ -608,7 +608,7 @@ def test_cheater_with_15_percent_fakes() -> None:
     caught = 0
     for seed in SEEDS:
         verdict, fakes = simulate(seed, fake_rate=0.15, noise_l2=0.05)
-        # A random unit vector lands within 0.4 of the true one with negligible probability.
+        # A random unit vector lands within 0.15 of the true one with negligible probability.
         assert verdict.n_mismatches == fakes
         assert verdict.fraud_detected is (fakes >= 28) and verdict.valid is (fakes < 28)
         caught += verdict.fraud_detected
@@ -629,6 +629,6 @@ def test_false_positive_rate_is_about_alpha() -> None:
     flagged = 0
     for seed in SEEDS:
         verdict, unlucky = simulate(seed, fake_rate=0.0, noise_l2=0.05, bad_rate=0.1)
-        assert verdict.n_mismatches <= unlucky  # noise of L2 ~1 can still land within 0.4
+        assert verdict.n_mismatches <= unlucky  # noise of L2 ~1 can still land within 0.15
         flagged += verdict.fraud_detected
     assert_rate_consistent(flagged, len(SEEDS), p_flag)

@@ -137,12 +137,13 @@ def main() -> int:
 
     # Replay: generate N tokens, then replay them in one prefill pass.
     prompt = tokenizer.chat_template([{"role": "user", "content": "Tell me about GPUs."}])
-    gen_s = timed(
-        lambda: inference.generate(model, prompt, args.tokens, temperature=0.0),
-        device,
-        1,
-    )
-    generation = inference.generate(model, prompt, args.tokens, temperature=0.0)
+
+    # No stop tokens: exactly --tokens tokens are generated.
+    def run_generation() -> inference.Generation:
+        return inference.generate(model, prompt, args.tokens, temperature=0.0, stop_tokens=())
+
+    gen_s = timed(run_generation, device, 1)
+    generation = run_generation()
     replay_s = timed(
         lambda: inference.replay(model, prompt, generation.tokens, generation.top_logprobs),
         device,

@@ -40,7 +40,7 @@ import torch
 
 from gonka_cli.compute import inference, onnx_backend, poc, tokenizer
 from gonka_cli.compute.artifacts import artifact_distance, encode_artifact
-from gonka_cli.compute.models import GonkaModel, build_model, load_model
+from gonka_cli.compute.models import GonkaModel, build_model, load_model, quantized_copy
 from gonka_cli.compute.validation import PocParams, binomial_tail, fraud_cutoff
 from gonka_cli.errors import BackendUnavailable, DeviceUnavailable
 
@@ -103,19 +103,6 @@ def choose(grid: Sequence[float], honest_max: float, catches: Callable[[float], 
 
 
 # --- models -----------------------------------------------------------------------------------
-
-
-def quantized(model: GonkaModel, bits: int) -> GonkaModel:
-    """A fresh copy of `model` (float32, CPU) whose matrices are rounded to `bits`-bit
-    integers per output row (symmetric, scale = max|w| / (2^(bits-1) - 1))."""
-    copy = build_model(model.spec, "cpu", torch.float32)
-    levels = 2 ** (bits - 1) - 1
-    with torch.no_grad():
-        for _, param in copy.named_parameters():
-            if param.dim() == 2:
-                scale = param.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / levels
-                param.copy_(torch.round(param / scale) * scale)
-    return copy
 
 
 class OnnxPrefill:
@@ -258,12 +245,16 @@ def calibrate_poc(args: argparse.Namespace, onnx_dir: Path) -> float:
         (
             "weights rounded to 4 bits",
             True,
-            lambda: poc.compute_artifacts(quantized(reference_model, 4), BLOCK, PK, cheat_nonces),
+            lambda: poc.compute_artifacts(
+                quantized_copy(reference_model, 4), BLOCK, PK, cheat_nonces
+            ),
         ),
         (
             "weights rounded to 8 bits (not a cheat)",
             False,
-            lambda: poc.compute_artifacts(quantized(reference_model, 8), BLOCK, PK, cheat_nonces),
+            lambda: poc.compute_artifacts(
+                quantized_copy(reference_model, 8), BLOCK, PK, cheat_nonces
+            ),
         ),
     ]
     dishonest: list[tuple[str, bool, list[float]]] = []
@@ -429,7 +420,7 @@ def calibrate_replay(args: argparse.Namespace, onnx_dir: Path) -> float:
     for label, model in (
         ("another weights seed", other),
         ("gonka-tiny instead", load_model("gonka-tiny")),
-        ("weights rounded to 4 bits", quantized(fp32, 4)),
+        ("weights rounded to 4 bits", quantized_copy(fp32, 4)),
     ):
         dishonest.append(
             (label, True, similarities(fp32, timed_answers(label, model, cheat_settings)))
@@ -446,7 +437,9 @@ def calibrate_replay(args: argparse.Namespace, onnx_dir: Path) -> float:
         (
             "weights rounded to 8 bits (not a cheat)",
             False,
-            similarities(fp32, timed_answers("8-bit weights", quantized(fp32, 8), cheat_settings)),
+            similarities(
+                fp32, timed_answers("8-bit weights", quantized_copy(fp32, 8), cheat_settings)
+            ),
         )
     )
     for decimals in (0, 1):

@@ -69,6 +69,7 @@ __all__ = [
     "list_models",
     "load_model",
     "param_std",
+    "quantized_copy",
     "resolve_device",
     "resolve_dtype",
 ]
@@ -630,6 +631,24 @@ def build_model(
         model.fingerprint[:16],
     )
     return model
+
+
+def quantized_copy(model: GonkaModel, bits: int) -> GonkaModel:
+    """A float32 CPU copy of `model` whose matrices are rounded to `bits`-bit integers.
+
+    Symmetric, per output row: scale = max|w| / (2^(bits-1) - 1). It stands for a host that
+    serves a coarser model than the network's, in calibration and tests.
+    """
+    if not 2 <= bits <= 16:
+        raise InvalidComputeInput(f"bits must be between 2 and 16, got {bits}")
+    copy = build_model(model.spec, "cpu", torch.float32)
+    levels = 2 ** (bits - 1) - 1
+    with torch.no_grad():
+        for _, param in copy.named_parameters():
+            if param.dim() == 2:
+                scale = param.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / levels
+                param.copy_(torch.round(param / scale) * scale)
+    return copy
 
 
 _CACHE_SIZE = 4

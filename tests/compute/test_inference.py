@@ -17,7 +17,7 @@ from gonka_cli.compute.inference import (
     generate,
     replay,
 )
-from gonka_cli.compute.models import GonkaModel, build_model
+from gonka_cli.compute.models import GonkaModel, build_model, quantized_copy
 from gonka_cli.errors import InvalidComputeInput
 
 PROMPT = tok.chat_template([{"role": "user", "content": "Tell me about the Gonka network."}])
@@ -187,6 +187,19 @@ def test_replay_fails_another_model(
     # The other way round too: tiny's honest answer checked on the other model.
     reverse = replay(other_model, PROMPT, greedy.tokens, greedy.top_logprobs)
     assert not reverse.passed, reverse
+
+
+@pytest.mark.parametrize(("bits", "passes"), [(8, True), (4, False), (3, False)])
+def test_replay_judges_an_executor_of_another_precision(
+    tiny: GonkaModel, bits: int, passes: bool
+) -> None:
+    # An executor serving the model with coarser weights than the network's: 8-bit stays
+    # within the threshold (like bf16), 4 and 3 bits go beyond it.
+    executor = quantized_copy(tiny, bits)
+    for kwargs in ({}, {"temperature": 1.0, "seed": 3}):
+        answer = generate(executor, PROMPT, LONG, stop_tokens=(), **kwargs)
+        result = replay(tiny, PROMPT, answer.tokens, answer.top_logprobs)
+        assert result.passed is passes, (bits, kwargs, result.similarity)
 
 
 def _scaled(answer: Generation, factor: float, shift: float = 0.0) -> list[list[tuple[int, float]]]:

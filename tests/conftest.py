@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from gonka_cli.node.genesis import ChainParams, NodeHome, init_home
+from gonka_cli.node.ledger import Ledger
 from gonka_cli.node.runner import Node
 from gonka_cli.wallet import keystore as keystore_module
 from tests.chain_server import Chain, ChainServer
@@ -85,31 +86,67 @@ TEST_BLOCK_TIME_S = 0.1
 StartNode = Callable[..., Node]
 
 
-@pytest.fixture
-def start_node(tmp_path: Path) -> Iterator[StartNode]:
-    """Start real `gonka node`s (HTTP on a free 127.0.0.1 port, SQLite) on server threads.
+class NodeStarter:
+    """Starts real `gonka node`s (HTTP on a free 127.0.0.1 port, SQLite) on server threads.
 
-    `start_node(accounts=[(address, ngonka)], home=None, **chain_params)` initialises the home
-    (unless it exists, which restarts that node) and returns the running `Node`; its
-    `info.url` is the REST base and `ledger` the state. Every node is stopped afterwards.
+    `starter(accounts=[(address, ngonka)], home=None, name="node", **chain_params)`
+    initialises a home (unless `home` exists, which restarts that node) and returns the running
+    `Node`: `info.url` is its REST base, `ledger` its state. `stop_all()` stops them.
     """
-    nodes: list[Node] = []
 
-    def start(
-        accounts: Sequence[tuple[str, int]] = (), home: Path | None = None, **params: Any
+    def __init__(self, make_dir: Callable[[str], Path]) -> None:
+        self._make_dir = make_dir
+        self.nodes: list[Node] = []
+
+    def __call__(
+        self,
+        accounts: Sequence[tuple[str, int]] = (),
+        home: Path | None = None,
+        *,
+        name: str = "node",
+        **params: Any,
     ) -> Node:
-        root = home or tmp_path / f"node{len(nodes)}"
+        root = home or self._make_dir(f"{name}{len(self.nodes)}")
         if not NodeHome(root).exists():
             params.setdefault("block_time_s", TEST_BLOCK_TIME_S)
-            init_home(root, accounts=list(accounts), params=ChainParams(**params))
+            # The faucet key, at the light KDF cost (`light_kdf` covers single tests only).
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(keystore_module, "DEFAULT_KDF", keystore_module.KdfParams(1024, 1, 1))
+                init_home(root, accounts=list(accounts), params=ChainParams(**params))
         node = Node(root, port=0)
         node.start()
-        nodes.append(node)
+        self.nodes.append(node)
         return node
 
-    yield start
-    for node in nodes:
-        node.stop()
+    def stop_all(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+@pytest.fixture
+def start_node(tmp_path: Path) -> Iterator[StartNode]:
+    """Real nodes for one test (see `NodeStarter`)."""
+    starter = NodeStarter(lambda name: tmp_path / name)
+    yield starter
+    starter.stop_all()
+
+
+@pytest.fixture(scope="module")
+def start_module_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartNode]:
+    """Real nodes that several tests of a module share (a node takes ~0.2 s to stop)."""
+    starter = NodeStarter(lambda name: tmp_path_factory.mktemp(name) / "node")
+    yield starter
+    starter.stop_all()
+
+
+def node_url(node: Node) -> str:
+    assert node.info is not None, "the node was never opened"
+    return node.info.url
+
+
+def node_ledger(node: Node) -> Ledger:
+    assert node.ledger is not None, "the node is stopped"
+    return node.ledger
 
 
 def use_devnet(home: Path, *urls: str) -> None:

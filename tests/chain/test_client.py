@@ -34,12 +34,12 @@ from gonka_cli.errors import (
     TxTimeout,
 )
 from gonka_cli.node.genesis import ChainParams, init_home
-from gonka_cli.node.ledger import Ledger
 from gonka_cli.node.runner import Node
 from gonka_cli.settings import NetworkProfile
-from gonka_cli.wallet import keystore as keystore_module
 from tests.chain_server import Chain, ChainServer
 from tests.conftest import MNEMONIC, TEST_BLOCK_TIME_S, StartNode, dead_url
+from tests.conftest import node_ledger as ledger
+from tests.conftest import node_url as url
 
 FUNDS = 10 * 10**9
 FEE = 5_000
@@ -68,16 +68,6 @@ def _profile(*urls: str, chain_id: str = "gonka-devnet") -> NetworkProfile:
     return NetworkProfile(name="test", chain_id=chain_id, rest_urls=urls)
 
 
-def url(node: Node) -> str:
-    assert node.info is not None
-    return node.info.url
-
-
-def ledger(node: Node) -> Ledger:
-    assert node.ledger is not None, "the node is stopped"
-    return node.ledger
-
-
 def _state(node: Node) -> tuple[object, ...]:
     """What any accepted transaction changes: transactions, mempool, accounts, the sender."""
     status = ledger(node).status()
@@ -88,20 +78,9 @@ def _state(node: Node) -> tuple[object, ...]:
 
 
 @pytest.fixture(scope="module")
-def shared_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+def shared_node(start_module_node: StartNode) -> Node:
     """One node for the tests that change nothing on chain: SENDER and RICH are funded."""
-    root = tmp_path_factory.mktemp("shared-node")
-    with pytest.MonkeyPatch.context() as patch:  # the faucet key: light KDF, as in `light_kdf`
-        patch.setattr(keystore_module, "DEFAULT_KDF", keystore_module.KdfParams(1024, 1, 1))
-        init_home(
-            root,
-            accounts=[(SENDER, FUNDS), (RICH, HUGE)],
-            params=ChainParams(block_time_s=TEST_BLOCK_TIME_S),
-        )
-    node = Node(root, port=0)
-    node.start()
-    yield node
-    node.stop()
+    return start_module_node([(SENDER, FUNDS), (RICH, HUGE)], name="shared-node")
 
 
 @pytest.fixture

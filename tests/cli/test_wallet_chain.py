@@ -28,9 +28,8 @@ from gonka_cli.crypto.hd import HDPath, derive_private_key
 from gonka_cli.crypto.secp256k1 import PublicKey
 from gonka_cli.errors import TxTimeout
 from gonka_cli.node.genesis import ChainParams, init_home
-from gonka_cli.node.ledger import FEE_COLLECTOR_ADDRESS, AccountState, Ledger
+from gonka_cli.node.ledger import FEE_COLLECTOR_ADDRESS, AccountState
 from gonka_cli.node.runner import Node
-from gonka_cli.wallet import keystore as keystore_module
 from gonka_cli.wallet import transfer
 from gonka_cli.wallet.keystore import Keystore
 from tests.chain_server import Chain, ChainServer
@@ -42,6 +41,8 @@ from tests.conftest import (
     dead_url,
     use_devnet,
 )
+from tests.conftest import node_ledger as ledger
+from tests.conftest import node_url as url
 
 GNK = 10**9
 #: The address of MNEMONIC on gonka's path m/44'/1200'/0'/0/0.
@@ -88,16 +89,6 @@ def error_line(result: Result, exit_code: int) -> str:
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("Error: ")
     return lines[0]
-
-
-def url(node: Node) -> str:
-    assert node.info is not None
-    return node.info.url
-
-
-def ledger(node: Node) -> Ledger:
-    assert node.ledger is not None, "the node is stopped"
-    return node.ledger
 
 
 def balance_of(node: Node, address: str) -> int:
@@ -192,32 +183,9 @@ def stand_in_state(chain: Chain) -> dict[str, tuple[int, int]]:
 
 
 @pytest.fixture(scope="module")
-def module_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Node]]:
-    """Start nodes that several tests of the module read (a node takes 0.2 s to stop).
-
-    `module_node(name, accounts)`; every node is stopped once the module's tests are done.
-    """
-    nodes: list[Node] = []
-
-    def start(name: str, accounts: list[tuple[str, int]]) -> Node:
-        root = tmp_path_factory.mktemp(name)
-        with pytest.MonkeyPatch.context() as patch:  # the faucet key: a light KDF (`light_kdf`)
-            patch.setattr(keystore_module, "DEFAULT_KDF", keystore_module.KdfParams(1024, 1, 1))
-            init_home(root, accounts=accounts, params=ChainParams(block_time_s=TEST_BLOCK_TIME_S))
-        node = Node(root, port=0)
-        node.start()
-        nodes.append(node)
-        return node
-
-    yield start
-    for node in nodes:
-        node.stop()
-
-
-@pytest.fixture(scope="module")
-def shared_node(module_node: Callable[..., Node]) -> Node:
+def shared_node(start_module_node: StartNode) -> Node:
     """One node for the tests that change nothing on chain; alice holds 1000 GNK in its genesis."""
-    return module_node("shared-node", [(ALICE, 1000 * GNK)])
+    return start_module_node(name="shared-node", accounts=[(ALICE, 1000 * GNK)])
 
 
 @pytest.fixture
@@ -314,9 +282,9 @@ def start_chain(start_node: StartNode, root: Path, chain_id: str) -> Node:
 
 
 @pytest.fixture(scope="module")
-def odd_balance_node(module_node: Callable[..., Node]) -> Node:
+def odd_balance_node(start_module_node: StartNode) -> Node:
     """A node where alice holds 1234.500000001 GNK; nothing is ever sent on it."""
-    return module_node("odd-balance-node", [(ALICE, 1_234_500_000_001)])
+    return start_module_node(name="odd-balance-node", accounts=[(ALICE, 1_234_500_000_001)])
 
 
 @pytest.mark.parametrize(
@@ -1338,14 +1306,14 @@ class TwoWay:
 
 
 @pytest.fixture(scope="module")
-def two_way_node(module_node: Callable[..., Node]) -> TwoWay:
+def two_way_node(start_module_node: StartNode) -> TwoWay:
     """A node where alice sent bob 3 GNK (memo "rent"), then, a block later, bob sent 1 GNK back.
 
     Only read by the history tests; the transfers are signed here, without the CLI.
     """
     alice_key, bob_key = (derive_private_key(MNEMONIC, HDPath.bip44(index=i)) for i in (0, 1))
     bob = address_from_pubkey(bob_key.public_key.to_bytes())
-    node = module_node("two-way-node", [(ALICE, 1000 * GNK)])
+    node = start_module_node(name="two-way-node", accounts=[(ALICE, 1000 * GNK)])
     hashes = []
     with _client_for(url(node)) as client:
         for key, sender, recipient, amount, memo in (

@@ -17,7 +17,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,10 +28,9 @@ from gonka_cli.chain.amount import DENOM
 from gonka_cli.chain.proto.cosmos.tx.v1beta1 import tx_pb2
 from gonka_cli.crypto import address as addr
 from gonka_cli.node.api import MAX_BODY_BYTES
-from gonka_cli.node.genesis import GNK, ChainParams, init_home
+from gonka_cli.node.genesis import GNK
 from gonka_cli.node.ledger import FEE_COLLECTOR_ADDRESS, AccountState, Ledger
 from gonka_cli.node.runner import Node
-from gonka_cli.wallet import keystore as keystore_module
 from tests.conftest import StartNode
 from tests.node.helpers import (
     SIMULATE,
@@ -106,15 +104,8 @@ def manual(start_node: StartNode) -> Api:
 
 
 @pytest.fixture(scope="module")
-def shared_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
-    root: Path = tmp_path_factory.mktemp("shared") / "node"
-    with pytest.MonkeyPatch.context() as mp:  # the autouse light_kdf is per test, not per module
-        mp.setattr(keystore_module, "DEFAULT_KDF", keystore_module.KdfParams(1024, 1, 1))
-        init_home(root, accounts=GENESIS, params=ChainParams(block_time_s=0.1))
-    node = Node(root, port=0)
-    node.start()
-    yield node
-    node.stop()
+def shared_node(start_module_node: StartNode) -> Node:
+    return start_module_node(GENESIS, name="shared")
 
 
 @pytest.fixture
@@ -756,8 +747,11 @@ def test_bad_transactions_get_their_sdk_code(
     assert result["txhash"] == txlib.tx_hash(tx_bytes)
     assert result["raw_log"]
     sim = shared.simulate(tx_bytes)
+    expected = result["raw_log"]
+    if code == 30:  # "block height: N, ...": N is the next height, which moves on meanwhile
+        expected = expected.split(", ", 1)[1]
     if simulate_refuses:
-        assert result["raw_log"] in assert_error(sim, 400, 3)["message"]
+        assert expected in assert_error(sim, 400, 3)["message"]
     else:  # simulation does not check signatures or fees
         assert sim.status_code == 200, sim.text
 

@@ -11,7 +11,7 @@ from rich.console import Console
 
 from gonka_cli.cli.options import JsonOpt, NodeOpt, chain_client, network_profile
 from gonka_cli.cli.output import Output
-from gonka_cli.errors import InputError
+from gonka_cli.errors import InputError, NodeResponseError
 
 app = typer.Typer(
     help="Run a local Gonka network (devnet): ledger, blocks and the Cosmos REST API.",
@@ -155,6 +155,17 @@ def status(node: NodeOpt = None, json_mode: JsonOpt = False) -> None:
     profile = network_profile("devnet" if node is None else None, node)
     with chain_client(profile) as client:
         data: dict[str, Any] = {"url": client.url, **client.node_status()}
+    height, uptime = data.get("height"), data.get("uptime_s")
+    if (
+        not isinstance(data.get("chain_id"), str)
+        or not isinstance(height, int)
+        or isinstance(height, bool)
+        or not isinstance(uptime, (int, float))
+    ):
+        # Another service's JSON must not pass for a status (nor crash the table below).
+        raise NodeResponseError(
+            f"{data['url']} is not a gonka node: its /v1/node/status is not a node status"
+        )
 
     def render(c: Console) -> None:
         c.print(
@@ -167,7 +178,7 @@ def status(node: NodeOpt = None, json_mode: JsonOpt = False) -> None:
                     ("accounts", str(data.get("accounts"))),
                     ("mempool", f"{data.get('mempool_txs')} txs"),
                     ("transactions", str(data.get("txs"))),
-                    ("uptime", f"{float(data.get('uptime_s') or 0):.0f} s"),
+                    ("uptime", f"{uptime:.0f} s"),
                 ]
             )
         )

@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1 << 20
 MAX_PAGE_LIMIT = 100
 MAX_HEIGHT = 2**63 - 1  # SQLite's INTEGER
+#: Conditions joined by AND in one search (each one is a nested SQL expression).
+MAX_QUERY_CONDITIONS = 16
 _HTTP_FOR_GRPC = {3: 400, 5: 404, 8: 429, 12: 501, 13: 500}
 
 
@@ -246,7 +248,12 @@ def _account_json(ledger: Ledger, address: str) -> dict[str, Any]:
 def _parse_query(query: str) -> list[tuple[str, str]]:
     """A CometBFT event query limited to `key='value'` (or `tx.height=N`) joined by AND."""
     conditions = []
-    for part in query.split(" AND "):
+    parts = query.split(" AND ")
+    if len(parts) > MAX_QUERY_CONDITIONS:
+        raise ApiError(
+            3, f"invalid query: at most {MAX_QUERY_CONDITIONS} conditions, got {len(parts)}"
+        )
+    for part in parts:
         key, sep, value = part.strip().partition("=")
         key, value = key.strip(), value.strip()
         if not sep or not key:

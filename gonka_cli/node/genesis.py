@@ -23,7 +23,7 @@ from typing import Any
 
 from gonka_cli.chain.amount import DENOM, MAX_AMOUNT
 from gonka_cli.crypto import address as addr
-from gonka_cli.errors import GenesisError, InputError, InvalidAddress
+from gonka_cli.errors import GenesisError, InputError, InvalidAddress, NodeError
 
 GENESIS_FILE = "genesis.json"
 DB_FILE = "node.db"
@@ -84,7 +84,8 @@ class ChainParams:
             ) from None
         if not price.is_finite() or price < 0:
             raise GenesisError("genesis params: min_gas_price must be >= 0")
-        if not 0.05 <= float(self.block_time_s) <= 3600:
+        # A hand-edited genesis may hold "1" or true: refuse them here, not in the block clock.
+        if not _is_number(self.block_time_s) or not 0.05 <= self.block_time_s <= 3600:
             raise GenesisError("genesis params: block_time_s must be between 0.05 and 3600")
         for name in (
             "max_tx_bytes",
@@ -95,8 +96,30 @@ class ChainParams:
             "faucet_limit_ngonka",
         ):
             value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
+            if not _is_int(value) or value <= 0:
                 raise GenesisError(f"genesis params: {name} must be a positive integer")
+        for name in (
+            "gas_base",
+            "gas_per_byte",
+            "gas_per_signature",
+            "gas_per_message",
+            "transfer_restriction_end_height",
+        ):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 0:
+                raise GenesisError(f"genesis params: {name} must be an integer >= 0")
+        if self.faucet_amount_ngonka > self.faucet_max_ngonka:
+            raise GenesisError(
+                "genesis params: faucet_amount_ngonka must not exceed faucet_max_ngonka"
+            )
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -134,7 +157,17 @@ class Genesis:
                 coin = entry["balance"]
                 if coin["denom"] != DENOM:
                     raise GenesisError(f"genesis: only {DENOM} balances, got {coin['denom']!r}")
-                balances.append((str(entry["address"]), int(str(coin["amount"]))))
+                amount = coin["amount"]
+                # Decimal digits only: int() would also take "1_000", " 5" or "+5".
+                if not (
+                    _is_int(amount)
+                    or (isinstance(amount, str) and amount.isascii() and amount.isdigit())
+                ):
+                    raise GenesisError(
+                        f"genesis: balance of {entry['address']} is not a whole number of "
+                        f"{DENOM}: {str(amount)[:40]!r}"
+                    )
+                balances.append((str(entry["address"]), int(amount)))
             genesis = cls(
                 chain_id=str(data["chain_id"]),
                 genesis_time=str(data["genesis_time"]),
@@ -152,10 +185,9 @@ class Genesis:
             raise GenesisError(f"genesis: bad chain id {self.chain_id!r}")
         seen = set()
         for address, amount in self.balances:
-            try:
-                addr.decode(address, "gonka")
-            except InvalidAddress as exc:
-                raise GenesisError(f"genesis: {exc}") from None
+            # Accounts are keyed by the canonical form: "GONKA1..." would be a second account
+            # that no query could reach.
+            _check_canonical(address, "account")
             if address in seen:
                 raise GenesisError(f"genesis: {address} is listed twice")
             seen.add(address)
@@ -163,6 +195,20 @@ class Genesis:
                 raise GenesisError(f"genesis: balance of {address} is out of range")
         if self.total_supply > MAX_AMOUNT:
             raise GenesisError("genesis: total supply is out of range")
+        if self.faucet_address:
+            _check_canonical(self.faucet_address, "faucet address")
+
+
+def _check_canonical(address: str, what: str) -> None:
+    try:
+        canonical = addr.normalize(address, "gonka")
+    except InvalidAddress as exc:
+        raise GenesisError(f"genesis: {what}: {exc}") from None
+    if canonical != address:
+        raise GenesisError(
+            f"genesis: {what} {address!r} is not written canonically (lower case, no spaces): "
+            f"write {canonical}"
+        )
 
 
 def parse_genesis_account(text: str) -> tuple[str, int]:
@@ -276,11 +322,16 @@ def init_home(
         raise GenesisError(
             f"{root} already holds a node (genesis.json exists); use another --home or delete it"
         )
-    root.mkdir(parents=True, exist_ok=True, mode=0o700)
     password = secrets.token_urlsafe(24)
-    fd = os.open(home.password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(password + "\n")
+    try:
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # A new file, so that it is 0600 whatever was there (a readable file, a link elsewhere).
+        home.password_file.unlink(missing_ok=True)
+        fd = os.open(home.password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(password + "\n")
+    except OSError as exc:
+        raise NodeError(f"cannot use {root} as the node's home ({exc.strerror})") from None
     keystore = Keystore(home.keys_dir)
     if keystore.exists(FAUCET_KEY):
         keystore.delete(FAUCET_KEY)

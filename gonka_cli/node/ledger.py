@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 FEE_COLLECTOR = "fee_collector"
 RESTRICTIONS = "restrictions"
+#: The SDK's `tx.MaxGasWanted`: larger gas limits are refused (code 18); this one fits in
+#: SQLite's 64-bit integers.
+MAX_GAS_WANTED = 2**63 - 1
 #: Cosmos SDK module accounts: the first 20 bytes of SHA-256(module name).
 FEE_COLLECTOR_ADDRESS = addr.encode("gonka", hashlib.sha256(FEE_COLLECTOR.encode()).digest()[:20])
 
@@ -234,16 +237,11 @@ class Ledger:
         self.genesis = genesis
         self.params = genesis.params
         #: The pace of blocks (the genesis value unless `gonka node start --block-time`).
-        self.block_time_s = block_time_s or genesis.params.block_time_s
+        self.block_time_s = genesis.params.block_time_s if block_time_s is None else block_time_s
         self.chain_id = genesis.chain_id
         self._gas_price = genesis.params.gas_price
         self._lock = threading.RLock()
         self._faucet_key = faucet_key
-        self._db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # FULL: a block is on disk before its transactions can be read back as committed.
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
         self.accounts: dict[str, AccountState] = {}
         self.mempool: list[_Pending] = []
         self._mempool_hashes: set[str] = set()
@@ -252,7 +250,22 @@ class Ledger:
         self.height = 0
         self.last_hash = ""
         self.last_time = ""
-        self._open()
+        self._db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL: a block is on disk before its transactions can be read back as committed.
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+            self._open()
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise NodeStateError(
+                f"cannot open the node's database {db_path}: {exc}; check that the home is "
+                "writable and the file is a gonka node's database"
+            ) from None
+        except BaseException:
+            self._db.close()
+            raise
 
     # -- opening -------------------------------------------------------------------------
 
@@ -314,10 +327,14 @@ class Ledger:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            # A failed COMMIT can leave the transaction open, and this connection would then
+            # read back what is not on disk. After some errors (disk full) SQLite has rolled
+            # back already, and a second ROLLBACK would hide the real error.
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
 
     # -- queries -------------------------------------------------------------------------
 
@@ -528,6 +545,12 @@ class Ledger:
             return None, _sdk(18, "must contain at least one message: invalid request")
         if decoded.has_extension_options:
             return None, _sdk(31, "unknown extension options: unknown extension options")
+        if decoded.fee.gas_limit > MAX_GAS_WANTED:
+            return None, _sdk(
+                18,
+                f"invalid gas supplied; {decoded.fee.gas_limit} > {MAX_GAS_WANTED}: "
+                "invalid request",
+            )
         sends: list[tuple[str, str, int]] = []
         msgs: list[txlib.MsgSend] = []
         for msg in decoded.messages:
@@ -715,26 +738,12 @@ class Ledger:
                             grants[recipient] = grants.get(recipient, 0) + amount
             tx_hashes = [r[0] for r in rows]
             block_hash = block_digest(self.last_hash, height, tx_hashes)
-            with self._transaction():
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO accounts VALUES (?, ?, ?, ?, ?)",
-                    [
-                        (a.address, a.number, a.sequence, a.pubkey, str(a.balance))
-                        for a in changed.values()
-                    ],
-                )
-                self._db.executemany("INSERT INTO txs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-                self._db.executemany("INSERT INTO events VALUES (?, ?, ?)", events)
-                for address, amount in grants.items():
-                    self._db.execute(
-                        "INSERT INTO faucet_grants VALUES (?, ?) ON CONFLICT(address) DO UPDATE "
-                        "SET total = CAST(CAST(total AS INTEGER) + ? AS TEXT)",
-                        (address, str(amount), amount),
-                    )
-                self._db.execute(
-                    "INSERT INTO blocks VALUES (?, ?, ?, ?, ?)",
-                    (height, block_hash, self.last_hash, block_time, len(rows)),
-                )
+            try:
+                self._commit_block(height, block_hash, block_time, changed, rows, events, grants)
+            except sqlite3.Error as exc:
+                raise NodeStateError(
+                    f"cannot write block {height} to the node's database: {exc}"
+                ) from exc
             prev_hash = self.last_hash
             self.accounts.update(changed)
             self.height, self.last_hash, self.last_time = height, block_hash, block_time
@@ -750,6 +759,38 @@ class Ledger:
                     1000 * (time.perf_counter() - started),
                 )
             return Block(height, block_hash, prev_hash, block_time, tuple(tx_hashes))
+
+    def _commit_block(
+        self,
+        height: int,
+        block_hash: str,
+        block_time: str,
+        changed: dict[str, AccountState],
+        rows: list[tuple[Any, ...]],
+        events: list[tuple[str, str, str]],
+        grants: dict[str, int],
+    ) -> None:
+        """Write a block in one SQLite transaction: all of it is on disk, or none of it."""
+        with self._transaction():
+            self._db.executemany(
+                "INSERT OR REPLACE INTO accounts VALUES (?, ?, ?, ?, ?)",
+                [
+                    (a.address, a.number, a.sequence, a.pubkey, str(a.balance))
+                    for a in changed.values()
+                ],
+            )
+            self._db.executemany("INSERT INTO txs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            self._db.executemany("INSERT INTO events VALUES (?, ?, ?)", events)
+            for address, amount in grants.items():
+                # Added up in Python: amounts may exceed SQLite's 64-bit integers.
+                self._db.execute(
+                    "INSERT OR REPLACE INTO faucet_grants VALUES (?, ?)",
+                    (address, str(self._faucet_total(address) + amount)),
+                )
+            self._db.execute(
+                "INSERT INTO blocks VALUES (?, ?, ?, ?, ?)",
+                (height, block_hash, self.last_hash, block_time, len(rows)),
+            )
 
     def _deliver(
         self,
@@ -803,11 +844,13 @@ class Ledger:
             if target is None:
                 target = changed[recipient] = AccountState(recipient, next_number)
                 next_number += 1
-            if target.balance + amount > MAX_AMOUNT:
-                # Cannot happen while supply <= MAX_AMOUNT; kept as a guard on the invariant.
-                raise NodeStateError("a balance would exceed the largest amount")
+            # Debit first: in a self-send `target` is `signer`, and crediting first would
+            # count the amount twice.
             signer.balance -= amount
             target.balance += amount
+            if target.balance > MAX_AMOUNT:
+                # Cannot happen while supply <= MAX_AMOUNT; kept as a guard on the invariant.
+                raise NodeStateError("a balance would exceed the largest amount")
         return Outcome(0, "", "", gas_limit, gas_used), next_number
 
 

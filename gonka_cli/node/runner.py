@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import signal
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from gonka_cli.crypto.secp256k1 import PrivateKey
-from gonka_cli.errors import InputError, NodeError, NodeRunning
+from gonka_cli.errors import InputError, NodeError, NodeRunning, NodeStateError
 from gonka_cli.node.genesis import FAUCET_KEY, ChainParams, Genesis, NodeHome, init_home
 from gonka_cli.node.ledger import Ledger
 
@@ -69,7 +70,12 @@ class _HomeLock:
             import fcntl
         except ImportError:  # Windows: no advisory locks; run one node per home by hand
             return
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise NodeError(
+                f"cannot lock {self.path} ({exc.strerror}); is the node's home writable?"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -88,6 +94,9 @@ class _HomeLock:
 
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket; port 0 picks a free one."""
+    if not host.strip():
+        # "" would listen on every interface, which nobody asks for by leaving --host empty.
+        raise InputError("--host is empty: give the address to listen on, e.g. 127.0.0.1")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on connections whose socket says
     # so, and without it every answer waits ~40 ms for the client's delayed ACK.
@@ -98,9 +107,14 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise NodeRunning(
-            f"cannot listen on {host}:{port} ({exc.strerror}); is another node running? "
-            "Pick another --port"
+        if exc.errno == errno.EADDRINUSE:
+            raise NodeRunning(
+                f"cannot listen on {host}:{port} ({exc.strerror}); is another node running? "
+                "Pick another --port"
+            ) from None
+        # Not an address of this machine, an unknown host name, a port that needs root.
+        raise InputError(
+            f"cannot listen on {host}:{port} ({exc.strerror}); check --host and --port"
         ) from None
     sock.listen(2048)
     sock.setblocking(False)
@@ -132,20 +146,31 @@ class Node:
         self._startup_error: BaseException | None = None
         #: The height the node had when `run()` returned.
         self.stopped_height: int | None = None
+        #: Why the node stopped by itself (a block it could not write), if it did.
+        self.failure: Exception | None = None
 
     # -- set-up --------------------------------------------------------------------------
 
     def open(self) -> NodeInfo:
-        """Initialise the home if empty, lock it, open the ledger and bind the port."""
-        home, self._created = prepare_home(self.home_path)
+        """Lock the home, initialise it if empty, open the ledger and bind the port."""
+        if self._block_time_s is not None and not 0.05 <= self._block_time_s <= 3600:
+            raise InputError("the block time must be between 50 ms and 1 hour")
+        try:
+            self.home_path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise NodeError(
+                f"cannot use {self.home_path} as the node's home ({exc.strerror})"
+            ) from None
+        # The lock first: two nodes started on one empty home must not both initialise it.
         self._lock.acquire()
         try:
+            home, self._created = prepare_home(self.home_path)
             genesis = home.load_genesis()
             faucet = _faucet_key(home, genesis)
             # --block-time changes the pace, not the chain: the genesis stays as written.
-            block_time_s = self._block_time_s or genesis.params.block_time_s
-            if not 0.05 <= block_time_s <= 3600:
-                raise InputError("the block time must be between 50 ms and 1 hour")
+            block_time_s = (
+                genesis.params.block_time_s if self._block_time_s is None else self._block_time_s
+            )
             self.ledger = Ledger(
                 str(home.db_file), genesis, faucet_key=faucet, block_time_s=block_time_s
             )
@@ -189,9 +214,13 @@ class Node:
         app = create_app(ledger)
         block_time = ledger.block_time_s
 
+        def block_failed(exc: Exception) -> None:
+            self.failure = exc
+            server.should_exit = True
+
         @contextlib.asynccontextmanager
         async def lifespan(_: Any) -> AsyncIterator[None]:
-            task = asyncio.create_task(_block_clock(ledger, block_time))
+            task = asyncio.create_task(_block_clock(ledger, block_time, block_failed))
             try:
                 yield
             finally:
@@ -199,7 +228,7 @@ class Node:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
                 # A last block: what the mempool accepted is applied, not dropped.
-                if ledger.mempool:
+                if ledger.mempool and self.failure is None:
                     ledger.make_block()
 
         app.router.lifespan_context = lifespan
@@ -211,7 +240,8 @@ class Node:
             timeout_graceful_shutdown=5,
             limit_concurrency=4096,
         )
-        return uvicorn.Server(config)
+        server = uvicorn.Server(config)
+        return server
 
     def run(self) -> None:
         """Serve in the foreground until Ctrl-C or SIGTERM, then shut down cleanly."""
@@ -229,6 +259,11 @@ class Node:
                 signal.signal(sig, handler)
             self.stopped_height = self.ledger.height if self.ledger else None
             self.close()
+        if self.failure is not None:
+            raise NodeStateError(
+                f"the node stopped at height {self.stopped_height}: {self.failure}; "
+                "free some disk space or repair the home, then start it again"
+            )
 
     def start(self, timeout_s: float = 30.0) -> NodeInfo:
         """Serve on a background thread; returns once the node answers requests."""
@@ -271,19 +306,31 @@ class Node:
         self.stop()
 
 
-async def _block_clock(ledger: Ledger, block_time_s: float) -> None:
-    """Make a block every `block_time_s`, on the same loop as the API (never concurrently)."""
+async def _block_clock(
+    ledger: Ledger, block_time_s: float, on_failure: Callable[[Exception], None]
+) -> None:
+    """Make a block every `block_time_s`, on the same loop as the API (never concurrently).
+
+    A block that cannot be written means the disk or the database is broken: the clock
+    stops and calls `on_failure`, which stops the node, rather than let it go on accepting
+    transactions that no block will hold.
+    """
     loop = asyncio.get_running_loop()
     next_at = loop.time() + block_time_s
     while True:
         await asyncio.sleep(max(0.0, next_at - loop.time()))
         try:
             ledger.make_block()
-        except Exception:
-            # A block that cannot be written means the disk or the database is broken:
-            # stop making blocks rather than serve state that is not on disk.
-            log.exception("cannot write block %d; the node stops making blocks", ledger.height + 1)
-            raise
+        except Exception as exc:
+            # A traceback only for what is not a known state error (that is, a bug).
+            log.error(
+                "cannot make block %d: %s; the node stops",
+                ledger.height + 1,
+                exc,
+                exc_info=not isinstance(exc, NodeStateError),
+            )
+            on_failure(exc)
+            return
         next_at += block_time_s
         if next_at < loop.time():  # fell behind (a long pause): do not make a burst of blocks
             next_at = loop.time() + block_time_s

@@ -113,6 +113,45 @@ def test_parse_duration_refuses_garbage() -> None:
         parse_duration("1h")
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        # 0 used to be taken as "the genesis' block time" without a word.
+        (["--block-time", "0s"], "Error: the block time must be between 50 ms and 1 hour"),
+        # "" used to listen on every interface, and print http://:PORT as the node's URL.
+        (["--host", ""], "Error: --host is empty: give the address to listen on, e.g. 127.0.0.1"),
+        (["--host", "203.0.113.7"], "Error: cannot listen on 203.0.113.7:0 ("),
+        (["--port", "70000"], "Error: invalid --port 70000: use 0-65535"),
+    ],
+)
+def test_start_refuses_bad_options(tmp_path: Path, args: list[str], message: str) -> None:
+    result = gonka("node", "start", "--home", str(tmp_path / "n"), "--port", "0", *args)
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    assert result.stderr.splitlines()[-1].startswith(message), result.stderr
+
+
+@pytest.mark.parametrize("command", [["init"], ["start", "--port", "0"]])
+def test_a_home_below_a_file(tmp_path: Path, command: list[str]) -> None:
+    (tmp_path / "file").write_text("x")
+    home = tmp_path / "file" / "n"
+    result = gonka("node", *command, "--home", str(home))
+    assert error_line(result, 1) == (
+        f"Error: cannot use {home} as the node's home (Not a directory)"
+    )
+
+
+def test_start_with_a_damaged_database(tmp_path: Path) -> None:
+    home = tmp_path / "n"
+    assert gonka("node", "init", "--home", str(home)).exit_code == 0
+    NodeHome(home).db_file.write_bytes(b"not a database" * 100)
+    result = gonka("node", "start", "--home", str(home), "--port", "0")
+    assert result.exit_code == 1, (result.stdout, result.stderr)
+    assert result.stderr.splitlines()[-1] == (
+        f"Error: cannot open the node's database {home / 'node.db'}: file is not a database; "
+        "check that the home is writable and the file is a gonka node's database"
+    )
+
+
 def test_status_of_a_running_node(start_node: StartNode) -> None:
     node = start_node()
     assert node.info is not None and node.ledger is not None
@@ -207,6 +246,38 @@ def test_faucet_on_a_node_without_one(gonka_home: Path) -> None:
         use_devnet(gonka_home, url)
         line = error_line(gonka("wallet", "faucet", CAROL), 1)
         assert line == f"Error: node {url} has no faucet: only a local devnet node has one"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _OtherStatusApi(BaseHTTPRequestHandler):
+    """Some other service that answers /v1/node/status with JSON of its own."""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        data = json.dumps({"status": "ok", "uptime_s": "a while", "height": [1]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_status_of_something_that_is_not_a_gonka_node(json_flag: list[str]) -> None:
+    # It used to print the foreign JSON as if it were a status (--json), or crash with
+    # "unexpected ValueError" (text).
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _OtherStatusApi)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        line = error_line(gonka("node", "status", "--node", url, *json_flag), 1)
+        assert line == (
+            f"Error: {url} is not a gonka node: its /v1/node/status is not a node status"
+        )
     finally:
         server.shutdown()
         server.server_close()

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from gonka_cli.chain import tx as txlib
+from gonka_cli.chain.amount import MAX_AMOUNT
 from gonka_cli.crypto.address import address_from_pubkey
 from gonka_cli.crypto.secp256k1 import PrivateKey
 from gonka_cli.errors import GenesisError, InputError, InvalidAmount, NodeStateError
@@ -334,3 +335,195 @@ def test_a_missing_or_corrupt_genesis_says_what_to_do(tmp_path: Path) -> None:
     home.genesis_file.write_text("{not json")
     with pytest.raises(GenesisError, match="cannot read"):
         home.load_genesis()
+
+
+# --- edge cases found in review -----------------------------------------------------------
+
+
+def test_a_self_send_of_most_of_a_huge_supply_is_applied(tmp_path: Path) -> None:
+    # Crediting before debiting counted the amount twice: over MAX_AMOUNT, the block failed
+    # and the same mempool failed every block after it (the chain stopped).
+    ledger = open_ledger(tmp_path, new_genesis(accounts=[(ALICE, MAX_AMOUNT)]))
+    txhash, outcome = ledger.check_tx(transfer(ALICE_KEY, 0, ALICE, MAX_AMOUNT - 1))
+    assert outcome.ok
+    ledger.make_block()
+    record = ledger.tx(txhash)
+    assert record is not None and record.code == 0
+    alice = ledger.account(ALICE)
+    assert alice is not None and (alice.balance, alice.sequence) == (MAX_AMOUNT, 1)
+    assert ledger.total_supply() == MAX_AMOUNT
+
+
+class _CommitFails:
+    """A connection whose COMMIT fails (an I/O error, the disk full) and commits nothing."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+        if sql == "COMMIT":
+            raise sqlite3.OperationalError("disk I/O error")
+        return self.db.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.db, name)
+
+
+def test_a_block_whose_commit_fails_is_not_served(tmp_path: Path, genesis: Genesis) -> None:
+    ledger = open_ledger(tmp_path, genesis)
+    txhash, outcome = ledger.check_tx(transfer(ALICE_KEY, 0, CAROL, GNK))
+    assert outcome.ok
+    real = ledger._db
+    ledger._db = _CommitFails(real)  # type: ignore[assignment]
+    with pytest.raises(NodeStateError, match=r"cannot write block 1 .*disk I/O error"):
+        ledger.make_block()
+    ledger._db = real
+    # Nothing of the failed block can be read back: it is not on disk.
+    assert (ledger.height, ledger.tx(txhash), ledger.block(1)) == (0, None, None)
+    assert ledger.account(CAROL) is None
+    assert ledger.search([("message.sender", ALICE)])[1] == 0
+    # Once the disk works again, the same mempool makes the block.
+    ledger.make_block()
+    record = ledger.tx(txhash)
+    assert record is not None and record.code == 0 and ledger.height == 1
+    assert ledger.account(CAROL).balance == GNK  # type: ignore[union-attr]
+    ledger.close()
+    assert open_ledger(tmp_path, genesis).account(CAROL).balance == GNK  # type: ignore[union-attr]
+
+
+def test_a_full_disk_is_reported_as_such(tmp_path: Path, genesis: Genesis) -> None:
+    ledger = open_ledger(tmp_path, genesis)
+    (pages,) = ledger._db.execute("PRAGMA page_count").fetchone()
+    ledger._db.execute(f"PRAGMA max_page_count = {pages}")
+    for sequence in range(50):
+        assert ledger.check_tx(transfer(ALICE_KEY, sequence, CAROL, 1))[1].ok
+    # SQLite rolls back by itself here; a second ROLLBACK used to hide the real error.
+    with pytest.raises(NodeStateError, match="database or disk is full"):
+        ledger.make_block()
+    assert ledger.height == 0 and ledger.account(CAROL) is None
+    assert ledger.total_supply() == genesis.total_supply
+
+
+@pytest.mark.parametrize("content", [b"garbage, not a database" * 100, b"SQLite format 3\x00junk"])
+def test_a_damaged_database_file_is_a_node_state_error(
+    tmp_path: Path, genesis: Genesis, content: bytes
+) -> None:
+    (tmp_path / "node.db").write_bytes(content)
+    with pytest.raises(NodeStateError, match="cannot open the node's database"):
+        open_ledger(tmp_path, genesis)
+
+
+@pytest.mark.parametrize(
+    ("accounts", "message"),
+    [
+        ([(ALICE.upper(), 1)], "not written canonically"),
+        ([(f" {ALICE}", 1)], "not written canonically"),
+        # One account listed twice, once in upper case: it would get two balances.
+        ([(ALICE, 1), (ALICE.upper(), 2)], "not written canonically"),
+    ],
+)
+def test_genesis_addresses_must_be_canonical(accounts: list[tuple[str, int]], message: str) -> None:
+    with pytest.raises(GenesisError, match=message):
+        new_genesis(accounts=accounts)
+    with pytest.raises(GenesisError, match="faucet address"):
+        new_genesis(accounts=[(ALICE, 1)], faucet_address=ALICE.upper())
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"block_time_s": "1"}, "block_time_s"),
+        ({"block_time_s": True}, "block_time_s"),
+        ({"gas_base": -1}, "gas_base"),
+        ({"gas_per_byte": "10"}, "gas_per_byte"),
+        ({"gas_per_message": 1.5}, "gas_per_message"),
+        ({"transfer_restriction_end_height": "5"}, "transfer_restriction_end_height"),
+        ({"max_tx_bytes": True}, "max_tx_bytes"),
+        ({"faucet_amount_ngonka": 2 * GNK, "faucet_max_ngonka": GNK}, "faucet_amount_ngonka"),
+    ],
+)
+def test_genesis_params_of_the_wrong_type_are_refused(
+    genesis: Genesis, params: dict[str, object], message: str
+) -> None:
+    data = {**genesis.to_dict(), "params": {**genesis.params.to_dict(), **params}}
+    with pytest.raises(GenesisError, match=message):
+        Genesis.from_dict(data)
+
+
+@pytest.mark.parametrize("amount", ["1_000", " 5", "\u0663", "+5", 1.5, True])
+def test_genesis_balances_are_plain_digits(genesis: Genesis, amount: object) -> None:
+    data = genesis.to_dict()
+    data["accounts"][0]["balance"]["amount"] = amount
+    with pytest.raises(GenesisError, match="balance"):
+        Genesis.from_dict(data)
+
+
+def test_faucet_grants_over_64_bits_are_counted_exactly(tmp_path: Path) -> None:
+    faucet_key = PrivateKey((99).to_bytes(32, "big"))
+    faucet = address_from_pubkey(faucet_key.public_key.to_bytes())
+    big = 2**64
+    params = ChainParams(
+        faucet_amount_ngonka=big, faucet_max_ngonka=big, faucet_limit_ngonka=2 * big + 1
+    )
+    genesis = new_genesis(accounts=[(faucet, 4 * big)], params=params, faucet_address=faucet)
+    ledger = open_ledger(tmp_path, genesis, faucet_key)
+    for _ in range(2):  # a new grant, then one added to a stored total
+        assert ledger.faucet(CAROL)[1].ok
+        ledger.make_block()
+    assert ledger.account(CAROL).balance == 2 * big  # type: ignore[union-attr]
+    with pytest.raises(FaucetRefused, match=f"already received {2 * big} ngonka"):
+        ledger.faucet(CAROL, 2)
+    assert ledger.faucet(CAROL, 1)[1].ok
+
+
+def test_the_largest_gas_limit_the_sdk_takes_is_written_to_the_block(
+    tmp_path: Path, genesis: Genesis
+) -> None:
+    ledger = open_ledger(tmp_path, genesis)
+    txhash, outcome = ledger.check_tx(transfer(ALICE_KEY, 0, CAROL, 1, gas=2**63 - 1))
+    assert outcome.ok
+    ledger.make_block()
+    record = ledger.tx(txhash)
+    assert record is not None and (record.code, record.gas_wanted) == (0, 2**63 - 1)
+    _, outcome = ledger.check_tx(transfer(ALICE_KEY, 1, CAROL, 1, gas=2**63))
+    assert (outcome.code, outcome.raw_log) == (
+        18,
+        f"invalid gas supplied; {2**63} > {2**63 - 1}: invalid request",
+    )
+
+
+def test_a_dry_faucet_refuses_without_using_up_the_address_limit(tmp_path: Path) -> None:
+    faucet_key = PrivateKey((99).to_bytes(32, "big"))
+    faucet = address_from_pubkey(faucet_key.public_key.to_bytes())
+    params = ChainParams(
+        faucet_amount_ngonka=2 * GNK, faucet_max_ngonka=2 * GNK, faucet_limit_ngonka=4 * GNK
+    )
+    genesis = new_genesis(accounts=[(faucet, 3 * GNK)], params=params, faucet_address=faucet)
+    ledger = open_ledger(tmp_path, genesis, faucet_key)
+    assert ledger.faucet(CAROL)[1].ok
+    _, dry = ledger.faucet(CAROL)  # 1 GNK left, and the pending grant already counts
+    assert (dry.code, len(ledger.mempool)) == (5, 1)
+    assert ledger.faucet(CAROL, GNK)[1].ok  # the refused request took nothing of the limit
+    ledger.make_block()
+    assert ledger.account(CAROL).balance == 3 * GNK  # type: ignore[union-attr]
+    assert ledger.account(faucet).balance == 0  # type: ignore[union-attr]
+    assert ledger.total_supply() == 3 * GNK
+
+
+def test_init_home_writes_a_fresh_private_password_file(tmp_path: Path) -> None:
+    # A home left by an interrupted or hand-made set-up: a readable password file, or a link.
+    root = tmp_path / "home"
+    root.mkdir()
+    (root / "keys.password").write_text("old")
+    (root / "keys.password").chmod(0o644)
+    init_home(root)
+    assert (NodeHome(root).password_file.stat().st_mode & 0o777) == 0o600
+
+    other = tmp_path / "other"
+    other.mkdir()
+    target = tmp_path / "not-the-node's.txt"
+    target.write_text("keep me")
+    (other / "keys.password").symlink_to(target)
+    init_home(other)
+    assert target.read_text() == "keep me"
+    assert not NodeHome(other).password_file.is_symlink()

@@ -297,8 +297,8 @@ class ChainClient:
             raise _http_error(self.url, "GET", "/v1/node/status", status, data)
         return data
 
-    def faucet(self, address: str, amount_ngonka: int | None = None) -> str:
-        """Ask a devnet node's faucet for GNK; returns the hash of the faucet's transfer."""
+    def faucet(self, address: str, amount_ngonka: int | None = None) -> tuple[str, int]:
+        """Ask a devnet node's faucet for GNK: the hash of its transfer and the amount."""
         body: dict[str, Any] = {"address": address}
         if amount_ngonka is not None:
             body["amount"] = str(amount_ngonka)
@@ -308,10 +308,12 @@ class ChainClient:
             raise ChainError(f"node {self.url} has no faucet: only a local devnet node has one")
         if status != 200:
             raise ChainError(f"the faucet refused: {codes.first_line(message) or f'HTTP {status}'}")
-        txhash = data.get("txhash") if isinstance(data, dict) else None
-        if not isinstance(txhash, str):
-            raise NodeResponseError(f"node {self.url} sent a malformed faucet answer")
-        return txhash.upper()
+        try:
+            txhash = str(data["txhash"]).upper()
+            amount = parse_chain_amount(data["amount"]["amount"])
+        except (KeyError, TypeError, ValueError):
+            raise NodeResponseError(f"node {self.url} sent a malformed faucet answer") from None
+        return txhash, amount
 
     # -- transactions --------------------------------------------------------------------
 

@@ -331,7 +331,10 @@ def gas_with_adjustment(gas_used: int, adjustment: float = GAS_ADJUSTMENT) -> in
 
 
 def fee_for_gas(gas_limit: int, gas_price: Any) -> int:
-    """ceil(gas_limit x gas_price) ngonka (gas_price a Decimal)."""
-    from decimal import ROUND_CEILING, Decimal
+    """ceil(gas_limit x gas_price) ngonka (gas_price a Decimal), exactly."""
+    from decimal import ROUND_CEILING, Decimal, localcontext
 
-    return int((Decimal(gas_limit) * Decimal(gas_price)).to_integral_value(rounding=ROUND_CEILING))
+    with localcontext() as ctx:
+        ctx.prec = 200  # Decimal's default 28 digits could round the product down
+        product = Decimal(gas_limit) * Decimal(gas_price)
+        return int(product.to_integral_value(rounding=ROUND_CEILING))

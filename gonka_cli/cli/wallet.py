@@ -359,17 +359,17 @@ def faucet(
         info = client.node_info()
         if info.chain_id == "gonka-mainnet":
             raise InputError(f"{client.url} is a gonka-mainnet node: it has no faucet")
-        txhash = client.faucet(address, amount_ngonka)
+        txhash, given = client.faucet(address, amount_ngonka)
         result = _wait(out, client, txhash, timeout) if wait else None
         if result is not None and not result.ok:
             raise ChainError(f"the faucet's transfer {txhash} failed: {result.raw_log}")
         bal = client.balance(address, profile.denom) if result is not None else None
-    received = sum(t.amount for t in result.transfers) if result else amount_ngonka
+    received = sum(t.amount for t in result.transfers) if result else given
     data = {
         "address": address,
         "txhash": txhash,
         "height": result.height if result else None,
-        "amount_ngonka": str(received) if received is not None else None,
+        "amount_ngonka": str(received),
         "balance_ngonka": str(bal.spendable) if bal else None,
     }
 
@@ -378,7 +378,7 @@ def faucet(
             c.print(f"Faucet transfer {txhash} sent to {address}.", markup=False)
             return
         c.print(
-            f"Received {describe(received or 0)} from the faucet (block {result.height}); "
+            f"Received {describe(received)} from the faucet (block {result.height}); "
             f"{address} now holds {describe(bal.spendable if bal else 0)}.",
             markup=False,
         )

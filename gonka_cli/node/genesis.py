@@ -31,6 +31,7 @@ KEYS_DIR = "keys"
 PASSWORD_FILE = "keys.password"  # noqa: S105 - a file name, not a password
 FAUCET_KEY = "faucet"
 DEFAULT_CHAIN_ID = "gonka-devnet"
+MAINNET_CHAIN_ID = "gonka-mainnet"
 GNK = 10**9
 
 
@@ -44,6 +45,9 @@ class ChainParams:
     max_tx_bytes: int = 65_536
     max_memo_characters: int = 256
     max_mempool_txs: int = 10_000
+    #: The mempool's size in bytes of signed transactions (CometBFT's max_txs_bytes): it
+    #: bounds the node's memory and the work of one block.
+    max_mempool_bytes: int = 64 * 2**20
     #: Gas: per transaction, per byte of the signed transaction, per signature, per message.
     gas_base: int = 10_000
     gas_per_byte: int = 10
@@ -91,6 +95,7 @@ class ChainParams:
             "max_tx_bytes",
             "max_memo_characters",
             "max_mempool_txs",
+            "max_mempool_bytes",
             "faucet_amount_ngonka",
             "faucet_max_ngonka",
             "faucet_limit_ngonka",
@@ -183,6 +188,11 @@ class Genesis:
     def check(self) -> None:
         if not self.chain_id or len(self.chain_id) > 48 or not self.chain_id.isascii():
             raise GenesisError(f"genesis: bad chain id {self.chain_id!r}")
+        if self.chain_id == MAINNET_CHAIN_ID:
+            raise GenesisError(
+                f"genesis: {MAINNET_CHAIN_ID} is the real network's chain id; pick another, so "
+                "that transactions signed for this network can never be replayed there"
+            )
         seen = set()
         for address, amount in self.balances:
             # Accounts are keyed by the canonical form: "GONKA1..." would be a second account

@@ -52,6 +52,7 @@ RESTRICTIONS = "restrictions"
 MAX_GAS_WANTED = 2**63 - 1
 #: Cosmos SDK module accounts: the first 20 bytes of SHA-256(module name).
 FEE_COLLECTOR_ADDRESS = addr.encode("gonka", hashlib.sha256(FEE_COLLECTOR.encode()).digest()[:20])
+BLOCKED_RECIPIENTS = frozenset({FEE_COLLECTOR_ADDRESS})
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -245,6 +246,7 @@ class Ledger:
         self.accounts: dict[str, AccountState] = {}
         self.mempool: list[_Pending] = []
         self._mempool_hashes: set[str] = set()
+        self._mempool_bytes = 0
         self._check: dict[str, _CheckState] = {}
         self._faucet_pending: dict[str, int] = {}
         self.height = 0
@@ -467,8 +469,15 @@ class Ledger:
             ), None
         if not simulate and (txhash in self._mempool_hashes or self._committed(txhash)):
             return _sdk(19, "tx already exists in cache"), None
-        if not simulate and len(self.mempool) >= p.max_mempool_txs:
-            return _sdk(20, f"mempool is full ({p.max_mempool_txs} txs): mempool is full"), None
+        if not simulate and (
+            len(self.mempool) >= p.max_mempool_txs
+            or self._mempool_bytes + len(tx_bytes) > p.max_mempool_bytes
+        ):
+            return _sdk(
+                20,
+                f"mempool is full ({len(self.mempool)} txs, {self._mempool_bytes} bytes; "
+                f"limits {p.max_mempool_txs} txs, {p.max_mempool_bytes} bytes): mempool is full",
+            ), None
         try:
             decoded = txlib.decode_tx(tx_bytes)
         except InputError as exc:
@@ -565,6 +574,11 @@ class Ledger:
                 except InvalidAddress as exc:
                     return None, _sdk(7, f"invalid {what} address: {exc}: invalid address")
             msg = txlib.MsgSend(canonical[0], canonical[1], msg.amount)
+            if msg.to_address in BLOCKED_RECIPIENTS:
+                # The bank module's blocked addresses: module accounts take no user funds.
+                return None, _sdk(
+                    4, f"{msg.to_address} is not allowed to receive funds: unauthorized"
+                )
             if not msg.amount:
                 return None, _sdk(10, "send amount is empty: invalid coins")
             denoms = [c.denom for c in msg.amount]
@@ -637,6 +651,7 @@ class Ledger:
             _Pending(check.decoded, check.txhash, check.signer, check.fee, check.sends, faucet)
         )
         self._mempool_hashes.add(check.txhash)
+        self._mempool_bytes += len(check.decoded.tx_bytes)
         if faucet:
             for recipient, _, amount in check.sends:
                 self._faucet_pending[recipient] = self._faucet_pending.get(recipient, 0) + amount
@@ -749,6 +764,7 @@ class Ledger:
             self.height, self.last_hash, self.last_time = height, block_hash, block_time
             self.mempool.clear()
             self._mempool_hashes.clear()
+            self._mempool_bytes = 0
             self._check.clear()
             self._faucet_pending.clear()
             if rows:

@@ -345,6 +345,8 @@ def test_gas_with_other_adjustment() -> None:
         pytest.param(200_000, Decimal(0), 0, id="free"),
         pytest.param(0, Decimal("0.0025"), 0, id="no-gas"),
         pytest.param(10, "0.15", 2, id="price-as-string"),
+        # 30+ significant digits: Decimal's default 28-digit context would round these down.
+        pytest.param(2**64 - 1, "1.000000000000000000000000000001", 2**64, id="beyond-28-digits"),
     ],
 )
 def test_fee_for_gas_rounds_up(gas_limit: int, gas_price: Any, expected: int) -> None:

@@ -281,3 +281,17 @@ def test_status_of_something_that_is_not_a_gonka_node(json_flag: list[str]) -> N
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_faucet_without_waiting_reports_what_the_node_sends(local_node: Node) -> None:
+    data = ok_json(gonka("wallet", "faucet", CAROL, "--amount", "3gnk", "--no-wait", "--json"))
+    assert data["amount_ngonka"] == str(3 * GNK)
+    assert data["height"] is None and data["balance_ngonka"] is None
+    assert len(data["txhash"]) == 64
+
+
+def test_init_refuses_mainnets_chain_id(tmp_path: Path) -> None:
+    result = gonka("node", "init", "--home", str(tmp_path / "n"), "--chain-id", "gonka-mainnet")
+    assert error_line(result, 1).startswith(
+        "Error: genesis: gonka-mainnet is the real network's chain id; pick another"
+    )

@@ -527,3 +527,33 @@ def test_init_home_writes_a_fresh_private_password_file(tmp_path: Path) -> None:
     init_home(other)
     assert target.read_text() == "keep me"
     assert not NodeHome(other).password_file.is_symlink()
+
+
+def test_the_mempool_is_bounded_in_bytes(tmp_path: Path) -> None:
+    genesis = new_genesis(
+        accounts=[(ALICE, 100 * GNK), (BOB, 5 * GNK)], params=ChainParams(max_mempool_bytes=400)
+    )
+    ledger = open_ledger(tmp_path, genesis)
+    first = transfer(ALICE_KEY, 0, CAROL, 1)
+    assert 200 < len(first) <= 400
+    assert ledger.check_tx(first)[1].ok
+    _, full = ledger.check_tx(transfer(BOB_KEY, 0, CAROL, 1, number=1))
+    assert full.code == 20
+    assert full.raw_log.startswith(f"mempool is full (1 txs, {len(first)} bytes; limits ")
+    ledger.make_block()  # the block empties the mempool
+    assert ledger.check_tx(transfer(BOB_KEY, 0, CAROL, 1, number=1))[1].ok
+
+
+def test_module_accounts_take_no_user_funds(tmp_path: Path, genesis: Genesis) -> None:
+    ledger = open_ledger(tmp_path, genesis)
+    _, outcome = ledger.check_tx(transfer(ALICE_KEY, 0, FEE_COLLECTOR_ADDRESS, GNK))
+    assert (outcome.code, outcome.raw_log) == (
+        4,
+        f"{FEE_COLLECTOR_ADDRESS} is not allowed to receive funds: unauthorized",
+    )
+    assert ledger.account(ALICE).sequence == 0  # type: ignore[union-attr]
+
+
+def test_a_devnet_cannot_take_mainnets_chain_id() -> None:
+    with pytest.raises(GenesisError, match="gonka-mainnet is the real network's chain id"):
+        new_genesis(chain_id="gonka-mainnet", accounts=[(ALICE, 1)])

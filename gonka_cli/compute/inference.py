@@ -125,6 +125,20 @@ def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _finite(value: object) -> bool:
+    """Whether `value` is a finite int or float (a JSON integer may exceed float range)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _is_list(value: object) -> TypeGuard[Sequence[Any]]:
+    return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
+
+
 def _check_prompt(model: GonkaModel, prompt_tokens: Sequence[int]) -> list[int]:
     if isinstance(prompt_tokens, (str, bytes)) or not isinstance(prompt_tokens, Sequence):
         raise InvalidComputeInput("the prompt must be a list of token ids")
@@ -141,8 +155,8 @@ def _check_sampling(temperature: float, top_p: float, seed: int | None, top_k: i
     for name, value in (("temperature", temperature), ("top_p", top_p)):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InvalidComputeInput(f"{name} must be a number, got {value!r}")
-        if not math.isfinite(value):
-            raise InvalidComputeInput(f"{name} must be finite, got {value!r}")
+        if not _finite(value):
+            raise InvalidComputeInput(f"{name} must be finite, got {value!r:.40}")
     if temperature < 0:
         raise InvalidComputeInput(f"temperature must be >= 0, got {temperature}")
     if not 0 < top_p <= 1:
@@ -164,7 +178,9 @@ def _sample(
     """Temperature then nucleus sampling by inverse CDF, in float64 on the CPU."""
     import torch
 
-    probs = torch.softmax(logits.double() / temperature, dim=-1)
+    scores = logits.double()
+    # Shifted so the best score is 0: a tiny temperature cannot overflow it into inf - inf.
+    probs = torch.softmax((scores - scores.max()) / temperature, dim=-1)
     sorted_probs, order = torch.sort(probs, descending=True, stable=True)
     before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs
     # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
@@ -262,13 +278,13 @@ class _Reject(Exception):
 
 
 def _parse_entries(raw: object, position: int, vocab: int) -> dict[int, float]:
-    if isinstance(raw, (str, bytes)) or not isinstance(raw, Sequence) or not raw:
+    if not _is_list(raw) or not raw:
         raise _Reject(f"position {position}: no top logprobs", position)
     entries: dict[int, float] = {}
     for item in raw:
         if isinstance(item, Mapping):
             token, logprob = item.get("token"), item.get("logprob")
-        elif isinstance(item, Sequence) and not isinstance(item, (str, bytes)) and len(item) == 2:
+        elif _is_list(item) and len(item) == 2:
             token, logprob = item
         else:
             raise _Reject(f"position {position}: a logprob entry is not (token, logprob)", position)
@@ -276,8 +292,8 @@ def _parse_entries(raw: object, position: int, vocab: int) -> dict[int, float]:
             raise _Reject(f"position {position}: logprob for unknown token {token!r}", position)
         if isinstance(logprob, bool) or not isinstance(logprob, (int, float)):
             raise _Reject(f"position {position}: logprob {logprob!r} is not a number", position)
-        if not math.isfinite(logprob) or logprob > _LOGPROB_SLACK:
-            raise _Reject(f"position {position}: impossible logprob {logprob!r}", position)
+        if not _finite(logprob) or logprob > _LOGPROB_SLACK:
+            raise _Reject(f"position {position}: impossible logprob {logprob!r:.40}", position)
         if token in entries:
             raise _Reject(f"position {position}: token {token} listed twice", position)
         entries[token] = float(logprob)
@@ -324,10 +340,15 @@ def replay(
     import torch
 
     prompt = _check_prompt(model, prompt_tokens)
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
-        raise InvalidComputeInput(f"threshold must be a number, got {threshold!r}")
-    n = len(tokens)
+    if not _finite(threshold) or not 0 < threshold < 1:
+        # Similarity lies in [0.5, 1]: 1 or more fails everything, NaN compares false.
+        raise InvalidComputeInput(f"threshold must be a number in (0, 1), got {threshold!r:.40}")
     vocab = model.spec.vocab_size
+    # The answer comes from the executor: anything malformed is a failed replay, not a crash.
+    if not _is_list(tokens) or not _is_list(top_logprobs):
+        reason = "tokens and top_logprobs must both be lists"
+        return _failed(threshold, len(tokens) if _is_list(tokens) else 0, _Reject(reason, None))
+    n = len(tokens)
     try:
         if len(top_logprobs) != n:
             raise _Reject(f"{n} tokens but {len(top_logprobs)} logprob lists", None)

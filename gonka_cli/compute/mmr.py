@@ -60,6 +60,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -77,6 +78,7 @@ MAX_COUNT = 2**62
 _LEAF_PREFIX = b"\x00"
 _NODE_PREFIX = b"\x01"
 _FORMAT = "gonka-mmr-1"
+_BUSY_TIMEOUT_S = 5.0  # also sqlite3.connect's default wait for a lock
 _sha256 = hashlib.sha256
 
 
@@ -254,7 +256,7 @@ class _SqliteStore:
             tables = {row[0] for row in self.db.execute("SELECT name FROM sqlite_master")}
             if tables and "meta" not in tables:
                 raise _corrupt(path, "it is an SQLite file of something else")
-            self.db.execute("PRAGMA journal_mode=WAL")
+            self._enable_wal()
             # FULL syncs the WAL on every commit, so a (count, root) the miner has published
             # survives a power cut too; NORMAL only survives a crash of the process.
             self.db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
@@ -262,20 +264,38 @@ class _SqliteStore:
             self.count, self.root = self._read_meta()
         except sqlite3.DatabaseError as exc:
             self.db.close()
+            if _is_busy(exc):
+                raise ArtifactStoreError(
+                    f"the MMR file {path} is locked by another process ({exc}); try again"
+                ) from None
             raise _corrupt(path, str(exc)) from None
         except ArtifactStoreError:
             self.db.close()
             raise
 
+    def _enable_wal(self) -> None:
+        # Switching a new file to WAL needs a lock that SQLite does not wait for (no busy
+        # handler), so a second process opening the file at that moment retries briefly.
+        deadline = time.monotonic() + _BUSY_TIMEOUT_S
+        while True:
+            try:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+
     def _read_meta(self) -> tuple[int, bytes]:
         meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
         if not meta:
+            # Another process may be creating the same file: the first one's rows stay.
             with self._transaction():
                 self.db.executemany(
-                    "INSERT INTO meta (key, value) VALUES (?, ?)",
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
                     [("format", _FORMAT), ("count", 0), ("root", EMPTY_ROOT)],
                 )
-            return 0, EMPTY_ROOT
+            meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
         if meta.get("format") != _FORMAT:
             raise _corrupt(self.path, f"unknown format {meta.get('format')!r}")
         count, root = meta.get("count"), meta.get("root")
@@ -286,6 +306,10 @@ class _SqliteStore:
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self.db)
+
+    def snapshot(self) -> _Transaction:
+        """A read transaction: what it reads is one committed state, whatever others write."""
+        return _Transaction(self.db, "BEGIN DEFERRED")
 
     def node(self, pos: int) -> bytes:
         row = self.db.execute("SELECT hash FROM nodes WHERE pos = ?", (pos,)).fetchone()
@@ -384,13 +408,14 @@ class _SqliteStore:
 
 
 class _Transaction:
-    """`BEGIN IMMEDIATE ... COMMIT`, rolled back on any exception."""
+    """`BEGIN IMMEDIATE ... COMMIT` (or another BEGIN), rolled back on any exception."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, begin: str = "BEGIN IMMEDIATE") -> None:
         self.db = db
+        self.begin = begin
 
     def __enter__(self) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
+        self.db.execute(self.begin)
 
     def __exit__(
         self,
@@ -408,6 +433,10 @@ class _Transaction:
                 raise
         elif self.db.in_transaction:
             self.db.execute("ROLLBACK")
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
 
 
 def _duplicate(nonce: int, index: int) -> InvalidComputeInput:
@@ -447,12 +476,19 @@ class MMR:
             self._path = Path(path)
             store = _SqliteStore(self._path, durable=durable)
             self._store = store
-            self._count = store.count
             try:
-                self._peaks = self._load_peaks(store)
+                # Another process may be appending: read the state and check it in one
+                # snapshot, or its next batch would look like a corrupt file.
+                with store.snapshot():
+                    store.count, store.root = store._read_meta()
+                    self._peaks = self._load_peaks(store)
+            except sqlite3.Error as exc:
+                store.close()
+                raise _corrupt(self._path, str(exc)) from None
             except ArtifactStoreError:
                 store.close()
                 raise
+            self._count = store.count
             log.debug("opened MMR %s with %d leaves", self._path, self._count)
         self._root_cache: tuple[int, bytes] = (-1, EMPTY_ROOT)
 

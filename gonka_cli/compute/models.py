@@ -552,13 +552,41 @@ class PocForward(nn.Module):
 
 
 def _weight_pool(spec: ModelSpec, device: torch.device) -> torch.Tensor:
+    """The pool, drawn on the CPU whatever the device: a GPU's float64 `log` and `cos` may be
+    an ulp off the CPU's, and across millions of values that would change a float32 weight."""
     n_chunks = spec.pool_size // POOL_CHUNK
     seeds = [rng.seed_of(f"{spec.name}_{spec.weights_seed}_{i}") for i in range(n_chunks)]
     blocks = [
-        rng.normal_rows(seeds[i : i + _POOL_BLOCK_CHUNKS], POOL_CHUNK, device, precise=True)
+        rng.normal_rows(seeds[i : i + _POOL_BLOCK_CHUNKS], POOL_CHUNK, "cpu", precise=True)
         for i in range(0, n_chunks, _POOL_BLOCK_CHUNKS)
     ]
-    return torch.cat(blocks).reshape(-1) * INIT_STD
+    return (torch.cat(blocks).reshape(-1) * INIT_STD).to(device)
+
+
+def _free_memory_bytes(device: torch.device) -> int | None:
+    """Memory a model may still take on `device` (None where it cannot be measured)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    if device.type == "cpu":
+        import psutil  # type: ignore[import-untyped]
+
+        return int(psutil.virtual_memory().available)
+    return None
+
+
+def _check_memory(spec: ModelSpec, device: torch.device, dtype: torch.dtype) -> None:
+    """Refuse a model that cannot fit, before the kernel kills the process half way."""
+    element = torch.empty((), dtype=dtype).element_size()
+    # The weights, the float32 pool, and a float32 parameter with its cast in flight.
+    need = spec.param_count * element + spec.pool_size * 4 + spec.largest_param * 8
+    free = _free_memory_bytes(device)
+    if free is not None and need > free:
+        raise DeviceUnavailable(
+            f"{spec.name} needs about {need / 1e9:.2f} GB of memory on {device} in "
+            f"{str(dtype).removeprefix('torch.')}, but {free / 1e9:.2f} GB are free; "
+            "use a smaller model or a 16-bit dtype, or free memory"
+        )
 
 
 def param_std(param_name: str, shape: tuple[int, ...]) -> float:
@@ -600,6 +628,7 @@ def build_model(
     """Build `spec`'s model from its seed on `device` (not cached; see `load_model`)."""
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
+    _check_memory(spec, dev, dt)
     started = time.perf_counter()
     # Built on the meta device (no memory, no random init), then every parameter is replaced
     # by its pool slice: to_empty() would cost a second of imports on the first call.
@@ -662,8 +691,9 @@ def load_model(
     """The built-in model `name` on `device`, built once per process and then shared.
 
     Defaults: float32 on the CPU, bfloat16 on CUDA (fp16 and, on the CPU, bf16 allowed).
-    Raises UnknownModel for a name not in the catalogue and DeviceUnavailable when CUDA is
-    asked for and not usable. The returned model is shared: do not modify it.
+    Raises UnknownModel for a name not in the catalogue, and DeviceUnavailable when CUDA is
+    asked for and not usable or the model would not fit in the device's free memory. The
+    returned model is shared: do not modify it.
     """
     spec = get_spec(name)
     dev = resolve_device(device)

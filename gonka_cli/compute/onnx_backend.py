@@ -21,6 +21,7 @@ import contextlib
 import io
 import logging
 import os
+import re
 import tempfile
 import threading
 import warnings
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 OPSET = 18
 KINDS = ("poc", "prefill")
 _export_lock = threading.Lock()
+_DEVICE = re.compile(r"cpu|cuda(?::([0-9]+))?")
 
 
 def cache_dir() -> Path:
@@ -172,7 +174,11 @@ class OnnxModel:
 
         self.spec = get_spec(name)
         self.name = name
+        match = _DEVICE.fullmatch(device) if isinstance(device, str) else None
+        if match is None:
+            raise InvalidComputeInput(f"unknown device {device!r}: use cpu, cuda or cuda:N")
         self.device = device
+        self._device_id = int(match.group(1) or 0)
         self._directory = directory
         self._threads = threads
         self._ort = _import_ort()
@@ -183,27 +189,24 @@ class OnnxModel:
     def _providers(self) -> list[Any]:
         if self.device == "cpu":
             return ["CPUExecutionProvider"]
-        if not self.device.startswith("cuda"):
-            raise InvalidComputeInput(f"unknown device {self.device!r}: use cpu or cuda[:N]")
-        index = int(self.device.split(":", 1)[1]) if ":" in self.device else 0
         if "CUDAExecutionProvider" not in self._ort.get_available_providers():
             raise BackendUnavailable(
                 "this onnxruntime has no CUDA execution provider: install onnxruntime-gpu, "
                 "or use the torch backend"
             )
-        return [("CUDAExecutionProvider", {"device_id": index})]
+        return [("CUDAExecutionProvider", {"device_id": self._device_id})]
 
     def session(self, kind: str) -> Any:
         """The onnxruntime session of graph `kind` (exported on first use)."""
         with self._lock:
             if kind in self._sessions:
                 return self._sessions[kind]
+            providers = self._providers()  # before a long export that could not run
             path = export(self.name, kind, self._directory)
             options = self._ort.SessionOptions()
             options.log_severity_level = 3
             if self._threads:
                 options.intra_op_num_threads = self._threads
-            providers = self._providers()
             session = self._ort.InferenceSession(str(path), options, providers=providers)
             if self.device != "cpu" and session.get_providers()[0] != "CUDAExecutionProvider":
                 # onnxruntime-gpu lists CUDA even where it cannot load it, then uses the CPU.

@@ -136,6 +136,12 @@ def check_public_key(public_key_hex: str) -> str:
     return public_key_hex.lower()
 
 
+def _check_size(name: str, value: int, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidComputeInput(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
 def _check_nonces(nonces: Sequence[int]) -> list[int]:
     if isinstance(nonces, (str, bytes)) or not isinstance(nonces, Sequence):
         raise InvalidComputeInput("nonces must be a list of integers")
@@ -147,7 +153,8 @@ def householder_vectors(
 ) -> torch.Tensor:
     """The per-layer reflection vectors of a round: float32 [n_layers, dim], unit length."""
     check_block_hash(block_hash)
-    texts = [f"{block_hash}_layer_{i}_householder" for i in range(n_layers)]
+    layers = range(_check_size("n_layers", n_layers, 0))
+    texts = [f"{block_hash}_layer_{i}_householder" for i in layers]
     return rng.unit_vectors(texts, dim, device)
 
 
@@ -167,7 +174,7 @@ def poc_inputs(
     check_block_hash(block_hash)
     pk = check_public_key(public_key_hex)
     nonce_list = _check_nonces(nonces)
-    n = seq_len * dim
+    n = _check_size("seq_len", seq_len, 1) * _check_size("dim", dim, 1)
     texts = [f"{block_hash}_{pk}_nonce{nonce}" for nonce in nonce_list]
     if strong:
         rows = [rng.normal_strong(text, n, device) for text in texts]

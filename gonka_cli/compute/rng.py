@@ -17,7 +17,8 @@ device's `log`/`cos`/`sin`.
 
 Return types: with `device=None` the functions return a NumPy float32 array (computed on the
 CPU); with a device (`"cpu"`, `"cuda:0"`, a `torch.device`) they return a float32 torch
-tensor on that device. torch and NumPy are imported on first use only.
+tensor on that device (CUDA where it is not usable raises DeviceUnavailable, as
+`models.load_model` does). torch and NumPy are imported on first use only.
 """
 
 from __future__ import annotations
@@ -61,7 +62,18 @@ _TWO_PI = 2.0 * math.pi
 
 def seed_of(text: str) -> int:
     """The 32-bit seed of a string: int of the first 8 hex characters of SHA-256(text)."""
-    return int(hashlib.sha256(text.encode("utf-8")).hexdigest()[:8], 16)
+    return int(hashlib.sha256(_utf8(text)).hexdigest()[:8], 16)
+
+
+def _utf8(text: str) -> bytes:
+    if not isinstance(text, str):
+        raise InvalidComputeInput(f"a seed string must be text, got {type(text).__name__}")
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidComputeInput(
+            "a seed string holds a lone surrogate: not valid Unicode"
+        ) from None
 
 
 def _check_seed(seed: int) -> int:
@@ -104,9 +116,14 @@ def _murmur3_tensor(seeds: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
 
 
 def _device(device: DeviceLike | None) -> torch.device:
+    """The device to draw on; CUDA where it is not usable raises DeviceUnavailable."""
     import torch
 
-    return torch.device("cpu") if device is None else torch.device(device)
+    if device is None:
+        return torch.device("cpu")
+    from gonka_cli.compute.models import resolve_device
+
+    return resolve_device(device)
 
 
 def murmur3(seed: int, indices: torch.Tensor) -> torch.Tensor:
@@ -215,7 +232,7 @@ def normal(
 
 
 def _strong_seeds(text: str) -> list[int]:
-    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    digest = hashlib.sha256(_utf8(text)).digest()
     return [int.from_bytes(digest[i : i + 4], "big") for i in range(0, 32, 4)]
 
 

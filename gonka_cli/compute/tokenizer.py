@@ -91,7 +91,13 @@ def encode(text: str, *, add_bos: bool = False) -> list[int]:
     """The byte ids of `text` in UTF-8, after a <bos> when `add_bos` is true."""
     if not isinstance(text, str):
         raise InvalidComputeInput(f"only text can be encoded, got {type(text).__name__}")
-    ids = list(text.encode("utf-8"))
+    try:
+        ids = list(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        # JSON's "\ud800" decodes to a lone surrogate, which has no UTF-8 form.
+        raise InvalidComputeInput(
+            f"text holds a lone surrogate at character {exc.start}: not valid Unicode"
+        ) from None
     return [BOS_ID, *ids] if add_bos else ids
 
 
@@ -168,7 +174,11 @@ def chat_template(
             known = ", ".join(sorted(ROLE_IDS))
             raise InvalidComputeInput(f"message {where} has role {role!r}; known roles: {known}")
         ids.append(ROLE_IDS[role])
-        ids.extend(encode(_content_text(message.get("content"), where)))
+        content = _content_text(message.get("content"), where)
+        try:
+            ids.extend(encode(content))
+        except InvalidComputeInput as exc:
+            raise InvalidComputeInput(f"message {where}: {exc}") from None
         ids.append(END_OF_TURN_ID)
     if add_generation_prompt:
         ids.append(ASSISTANT_ID)

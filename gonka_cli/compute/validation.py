@@ -86,8 +86,12 @@ class PocParams:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise InvalidComputeInput(f"PoC parameter {name} must be a number, got {value!r}")
-            if not math.isfinite(value):
-                raise InvalidComputeInput(f"PoC parameter {name} must be finite, got {value!r}")
+            try:
+                finite = math.isfinite(value)
+            except OverflowError:  # a JSON integer beyond float range
+                finite = False
+            if not finite:
+                raise InvalidComputeInput(f"PoC parameter {name} must be finite, got {value!r:.40}")
             # Frozen, but from_dict may hand over JSON integers: store floats as declared.
             object.__setattr__(self, name, float(value))
             return float(value)
@@ -148,7 +152,10 @@ def sample_indices(seed: str | bytes, count: int, sample_size: int) -> list[int]
     - The result is `a[0 : sample_size]` sorted ascending.
     """
     if isinstance(seed, str):
-        seed_bytes = seed.encode("utf-8")
+        try:
+            seed_bytes = seed.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidComputeInput("the sampling seed holds a lone surrogate") from None
     elif isinstance(seed, (bytes, bytearray)):
         seed_bytes = bytes(seed)
     else:

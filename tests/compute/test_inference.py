@@ -84,6 +84,15 @@ def test_tiny_top_p_is_greedy(tiny: GonkaModel, greedy: Generation) -> None:
     assert nucleus.tokens == greedy.tokens[:30]
 
 
+@pytest.mark.parametrize("temperature", [1e-300, 1e-320])
+def test_tiny_temperature_is_greedy(
+    tiny: GonkaModel, greedy: Generation, temperature: float
+) -> None:
+    # logits / 1e-320 overflow to inf, and a softmax of infinities is NaN.
+    cold = generate(tiny, PROMPT, 10, temperature=temperature, seed=1, stop_tokens=())
+    assert cold.tokens == greedy.tokens[:10]
+
+
 def test_stops_at_eos(tiny: GonkaModel) -> None:
     with torch.inference_mode():
         logits = tiny.forward_tokens(torch.arange(tok.VOCAB_SIZE)[:, None])[:, 0]
@@ -124,6 +133,7 @@ def test_generation_to_dict_is_json(greedy: Generation) -> None:
         ([1] * 500, 13, {}),  # 513 positions; gonka-tiny holds 512
         ([1], 5, {"temperature": -0.1}),
         ([1], 5, {"temperature": float("nan")}),
+        ([1], 5, {"temperature": 10**400}),
         ([1], 5, {"top_p": 0.0}),
         ([1], 5, {"top_p": 1.5}),
         ([1], 5, {"seed": -1}),
@@ -260,6 +270,14 @@ def test_short_answers_are_diluted(tiny: GonkaModel, greedy: Generation) -> None
         lambda tokens, tops: (tokens, [*tops[:-1], [(tokens[-1], -1.0), (999, -2.0)]]),
         lambda tokens, tops: (tokens, [*tops[:-1], [(tokens[-1], -1.0, 3)]]),
         lambda tokens, tops: (tokens * 4, tops * 4),  # longer than the context
+        # JSON an executor may send: null, an object, a number too large for a float.
+        lambda tokens, tops: (tokens, None),
+        lambda tokens, tops: (None, tops),
+        lambda tokens, tops: (tokens, {str(i): t for i, t in enumerate(tops)}),
+        lambda tokens, tops: (tokens, dict(enumerate(tops))),
+        lambda tokens, tops: (iter(tokens), tops),
+        lambda tokens, tops: (tokens, [*tops[:-1], [(tokens[-1], -(10**400))]]),
+        lambda tokens, tops: (tokens, [*tops[:-1], [{"token": tokens[-1], "logprob": 10**400}]]),
     ],
 )
 def test_replay_fails_malformed_answers(tiny: GonkaModel, greedy: Generation, mutate: Any) -> None:
@@ -273,3 +291,11 @@ def test_replay_rejects_a_bad_prompt(tiny: GonkaModel) -> None:
         replay(tiny, [], [1], [[(1, -0.1)]])
     with pytest.raises(InvalidComputeInput):
         replay(tiny, [1], [1], [[(1, -0.1)]], threshold="high")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("threshold", [math.nan, math.inf, -1.0, 0.0, 1.0, 1.5, 10**400])
+def test_replay_threshold_must_be_a_similarity(tiny: GonkaModel, threshold: float) -> None:
+    # Similarity lies in [0.5, 1]: a threshold of 1 or more fails every answer, and one at
+    # or below 0 (or NaN, which compares false) would make the verdict meaningless.
+    with pytest.raises(InvalidComputeInput, match="threshold"):
+        replay(tiny, [1], [1], [[(1, -0.1)]], threshold=threshold)

@@ -450,6 +450,54 @@ def test_second_writer_is_detected(tmp_path: Path) -> None:
         assert mmr.count == 1
 
 
+def test_opening_while_another_connection_appends(tmp_path: Path) -> None:
+    # A reader (another process, or a validator thread) may open the file at any moment of
+    # the miner's appends; it must see one committed state, never a "corrupt" file.
+    path = tmp_path / "live.sqlite"
+    writer = MMR(path, durable=False)
+    stop = threading.Event()
+
+    def append_forever() -> None:
+        while not stop.is_set():
+            start = writer.count
+            writer.append_many(make_leaf(i) for i in range(start, start + 8))
+
+    thread = threading.Thread(target=append_forever)
+    thread.start()
+    try:
+        for _ in range(150):
+            with MMR(path) as reader:
+                assert reader.count % 8 == 0
+                assert reader.root_at(reader.count) == reader.root()
+    finally:
+        stop.set()
+        thread.join()
+        writer.close()
+
+
+def test_openers_racing_to_create_one_file(tmp_path: Path) -> None:
+    # Several openers of a file that does not exist yet all find it empty; none of them may
+    # call the others' fresh file corrupt (or give up on a lock held for a moment).
+    errors: list[Exception] = []
+
+    def open_once(path: Path, start: threading.Barrier) -> None:
+        start.wait()
+        try:
+            MMR(path).close()
+        except ArtifactStoreError as exc:
+            errors.append(exc)
+
+    for i in range(60):
+        start = threading.Barrier(3)
+        path = tmp_path / f"{i}.sqlite"
+        threads = [threading.Thread(target=open_once, args=(path, start)) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert not errors, errors[:3]
+
+
 CHILD = """
 import hashlib, struct, sys
 from gonka_cli.compute.mmr import MMR

@@ -205,6 +205,21 @@ def test_load_model_caches_per_device_and_dtype(tiny: GonkaModel, tiny_bf16: Gon
     assert load_model("gonka-tiny", dtype="fp16").dtype == torch.float16
 
 
+def test_too_little_memory_is_refused_before_building(monkeypatch: pytest.MonkeyPatch) -> None:
+    # gonka-poc-v1 needs 11.3 GB in float32: on a smaller machine the build must stop with a
+    # clear error instead of being killed by the kernel half way.
+    from gonka_cli.compute import models
+
+    monkeypatch.setattr(models, "_free_memory_bytes", lambda device: 3_000_000)
+    with pytest.raises(DeviceUnavailable, match=r"gonka-tiny needs about .* memory"):
+        build_model(get_spec("gonka-tiny"))
+    monkeypatch.setattr(models, "_free_memory_bytes", lambda device: 11_000_000_000)
+    with pytest.raises(DeviceUnavailable, match="gonka-poc-v1"):
+        build_model(get_spec("gonka-poc-v1"), dtype="fp32")
+    with pytest.raises(DeviceUnavailable, match="gonka-poc-v1"):
+        load_model("gonka-poc-v1")
+
+
 def test_unknown_model_lists_the_known_ones() -> None:
     with pytest.raises(UnknownModel) as err:
         load_model("gonka-huge")
@@ -256,3 +271,16 @@ def test_gpu_model_matches_the_cpu_model(tiny: GonkaModel) -> None:
         a = tiny.forward_tokens(tokens)
         b = load_model("gonka-tiny", "cuda", "fp32").forward_tokens(tokens.cuda()).cpu()
     torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_gpu_weights_are_the_cpu_weights_bit_for_bit() -> None:
+    # gonka-medium's pool has 2.9 M values: a float64 log or cos one ulp off on the GPU
+    # would change some float32 weight, and the fingerprint with it.
+    spec = get_spec("gonka-medium")
+    cpu = build_model(spec, "cpu", "fp32")
+    gpu = build_model(spec, "cuda", "fp32")
+    assert gpu.fingerprint == cpu.fingerprint
+    for (name, a), (_, b) in zip(cpu.named_parameters(), gpu.named_parameters(), strict=True):
+        assert torch.equal(a, b.cpu()), name

@@ -72,6 +72,12 @@ def test_bad_inputs(tiny: onnx_backend.OnnxModel) -> None:
     assert onnx_backend.compute_artifacts(tiny, BLOCK, PK, []) == []
 
 
+@pytest.mark.parametrize("device", ["gpu", "cuda:x", "cuda:-1", "cudax", "", "cpu:0x"])
+def test_bad_device_names_are_refused_at_once(onnx_dir: Path, device: str) -> None:
+    with pytest.raises(InvalidComputeInput, match="device"):
+        onnx_backend.OnnxModel("gonka-tiny", device, directory=onnx_dir)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
 def test_cuda_where_onnxruntime_cannot_run_it_is_refused(onnx_dir: Path) -> None:
     model = onnx_backend.OnnxModel("gonka-tiny", "cuda", directory=onnx_dir)

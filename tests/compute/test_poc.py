@@ -228,6 +228,19 @@ def test_bad_hidden_states_raise(block_hash: str, public_key: str) -> None:
         poc.PocInputParams(seq_len=0)
 
 
+@pytest.mark.parametrize(("seq_len", "dim"), [(-1, 16), (4, -16), (4, 0), (2.0, 16), (True, 16)])
+def test_bad_input_shapes_raise(block_hash: str, public_key: str, seq_len: Any, dim: Any) -> None:
+    with pytest.raises(InvalidComputeInput):
+        poc.poc_inputs(block_hash, public_key, [1], seq_len, dim)
+
+
+def test_bad_reflection_shapes_raise(block_hash: str) -> None:
+    assert poc.householder_vectors(block_hash, 0, 16).shape == (0, 16)
+    for n_layers, dim in ((-1, 16), (2, 0), (2.5, 16)):
+        with pytest.raises(InvalidComputeInput):
+            poc.householder_vectors(block_hash, n_layers, dim)  # type: ignore[arg-type]
+
+
 def test_nonce_iterator_partitions_without_overlap() -> None:
     node_count, n_groups, per = 3, 2, 50
     seen: list[int] = []

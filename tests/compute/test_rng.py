@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from gonka_cli.compute import rng
-from gonka_cli.errors import InvalidComputeInput
+from gonka_cli.errors import DeviceUnavailable, InvalidComputeInput
 
 M32 = 0xFFFFFFFF
 SEEDS = [0, 1, 0x9747B28C, 0xDEADBEEF, M32, rng.seed_of("gonka")]
@@ -180,6 +180,19 @@ def test_empty_and_bad_arguments() -> None:
         rng.murmur3(1, torch.tensor([0.5]))
     with pytest.raises(InvalidComputeInput):
         rng.unit_vector("x", 0)
+    for text in ("\ud800", b"bytes", None):
+        with pytest.raises(InvalidComputeInput):
+            rng.seed_of(text)  # type: ignore[arg-type]
+    with pytest.raises(InvalidComputeInput, match="unknown device"):
+        rng.uniform(1, 3, "gpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_cuda_raises() -> None:
+    with pytest.raises(DeviceUnavailable):
+        rng.normal(1, 3, "cuda")
+    with pytest.raises(DeviceUnavailable):
+        rng.unit_vectors(["a"], 12, "cuda:0")
 
 
 def test_light_compute_modules_do_not_import_torch_or_numpy() -> None:
@@ -187,6 +200,7 @@ def test_light_compute_modules_do_not_import_torch_or_numpy() -> None:
         "import sys\n"
         "import gonka_cli.compute, gonka_cli.compute.rng, gonka_cli.compute.tokenizer\n"
         "import gonka_cli.compute.poc, gonka_cli.compute.inference\n"
+        "import gonka_cli.compute.artifacts, gonka_cli.compute.mmr, gonka_cli.compute.validation\n"
         "print(sorted(m for m in ('torch', 'numpy') if m in sys.modules))\n"
     )
     proc = subprocess.run(

@@ -65,6 +65,14 @@ def test_encode_rejects_non_text() -> None:
         tok.encode(b"bytes")  # type: ignore[arg-type]
 
 
+def test_lone_surrogates_are_refused() -> None:
+    # JSON can carry "\ud800", which Python decodes to a str that has no UTF-8 form.
+    with pytest.raises(InvalidComputeInput, match="surrogate"):
+        tok.encode("ok \ud800")
+    with pytest.raises(InvalidComputeInput, match="message 0"):
+        tok.chat_template([{"role": "user", "content": "\udc80"}])
+
+
 def test_chat_template_layout() -> None:
     ids = tok.chat_template(
         [

@@ -79,6 +79,7 @@ def test_params_defaults_and_round_trip() -> None:
         {"dist_threshold": -0.4},
         {"dist_threshold": math.nan},
         {"dist_threshold": "0.4"},
+        {"dist_threshold": 10**400},  # a JSON integer too large for a float
         {"sample_size": 0},
         {"sample_size": 200.0},
         {"sample_size": 10**6},
@@ -168,7 +169,14 @@ def test_sample_edges_and_inputs() -> None:
     assert sample_indices("h", 10, 0) == []
     assert sample_indices("\u00e9", 500, 9) == sample_indices("\u00e9".encode(), 500, 9)
     assert sample_indices("h1", 10**6, 200) != sample_indices("h2", 10**6, 200)
-    for bad in ((None, 10, 2), ("h", -1, 2), ("h", 10, -2), ("h", 2**63, 2), ("h", True, 2)):
+    for bad in (
+        (None, 10, 2),
+        ("h", -1, 2),
+        ("h", 10, -2),
+        ("h", 2**63, 2),
+        ("h", True, 2),
+        ("\ud800", 10, 2),
+    ):
         with pytest.raises(InvalidComputeInput):
             sample_indices(*bad)
 

@@ -154,6 +154,10 @@ class DeviceUnavailable(DeviceError):
     """CUDA (or another backend) was asked for and is not usable: never fall back silently."""
 
 
+class InsufficientMemory(DeviceError):
+    """A model or batch does not fit in the device's free memory."""
+
+
 class BackendUnavailable(DeviceError):
     """A compute backend (onnxruntime, an execution provider) is not installed or not usable."""
 

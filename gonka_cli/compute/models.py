@@ -53,7 +53,12 @@ from torch import nn
 
 from gonka_cli.compute import rng
 from gonka_cli.compute.tokenizer import VOCAB_SIZE
-from gonka_cli.errors import DeviceUnavailable, InvalidComputeInput, UnknownModel
+from gonka_cli.errors import (
+    DeviceUnavailable,
+    InsufficientMemory,
+    InvalidComputeInput,
+    UnknownModel,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -582,7 +587,7 @@ def _check_memory(spec: ModelSpec, device: torch.device, dtype: torch.dtype) -> 
     need = spec.param_count * element + spec.pool_size * 4 + spec.largest_param * 8
     free = _free_memory_bytes(device)
     if free is not None and need > free:
-        raise DeviceUnavailable(
+        raise InsufficientMemory(
             f"{spec.name} needs about {need / 1e9:.2f} GB of memory on {device} in "
             f"{str(dtype).removeprefix('torch.')}, but {free / 1e9:.2f} GB are free; "
             "use a smaller model or a 16-bit dtype, or free memory"

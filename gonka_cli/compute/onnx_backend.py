@@ -22,6 +22,7 @@ import io
 import logging
 import os
 import re
+import shutil
 import tempfile
 import threading
 import warnings
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OPSET = 18
+#: Bump when `PocForward` or the prefill forward changes what it computes.
+GRAPH_VERSION = 1
 KINDS = ("poc", "prefill")
 _export_lock = threading.Lock()
 _DEVICE = re.compile(r"cpu|cuda(?::([0-9]+))?")
@@ -63,9 +66,16 @@ def _import_ort() -> Any:
 
 
 def model_path(name: str, kind: str, fingerprint: str, directory: Path | None = None) -> Path:
+    """The cached file of a graph. Its name carries everything the graph depends on: the
+    weights (fingerprint), our forward code (`GRAPH_VERSION`), the opset and torch's version,
+    so that no upgrade is ever served a stale export."""
+    import torch
+
     if kind not in KINDS:
         raise InvalidComputeInput(f"unknown ONNX graph {kind!r}: one of {', '.join(KINDS)}")
-    return (directory or cache_dir()) / f"{name}-{kind}-{fingerprint[:16]}.onnx"
+    torch_version = re.sub(r"[^0-9A-Za-z.]", "_", torch.__version__)
+    stem = f"{name}-{kind}-{fingerprint[:16]}-g{GRAPH_VERSION}-op{OPSET}-torch{torch_version}"
+    return (directory or cache_dir()) / f"{stem}.onnx"
 
 
 def export(name: str, kind: str = "poc", directory: Path | None = None) -> Path:
@@ -130,15 +140,17 @@ def export(name: str, kind: str = "poc", directory: Path | None = None) -> Path:
         log.debug("ONNX exporter output:\n%s", chatter.getvalue())
         if program is None:  # pragma: no cover - dynamo=True always returns a program
             raise BackendUnavailable("torch.onnx.export returned no program")
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
-        os.close(fd)
+        # Saved in a private directory first: graphs over 2 GB put their weights in a
+        # `<name>.data` file beside the graph, referenced by its name. Both move into place
+        # (weights first), so a killed export or a concurrent one never leaves a graph
+        # without its weights, and a crash leaves only the private directory to remove.
+        staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=".export-"))
         try:
-            # Large models (> 2 GB) go to external data next to the file automatically.
-            program.save(tmp)
-            os.replace(tmp, path)
+            program.save(str(staging / path.name))
+            for file in sorted(staging.iterdir(), key=lambda f: f.name == path.name):
+                os.replace(file, path.parent / file.name)
         finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            shutil.rmtree(staging, ignore_errors=True)
         return path
 
 

@@ -28,7 +28,12 @@ from gonka_cli.compute.models import (
     resolve_dtype,
 )
 from gonka_cli.compute.poc import householder_vectors, poc_inputs
-from gonka_cli.errors import DeviceUnavailable, InvalidComputeInput, UnknownModel
+from gonka_cli.errors import (
+    DeviceUnavailable,
+    InsufficientMemory,
+    InvalidComputeInput,
+    UnknownModel,
+)
 
 #: gonka-tiny's weights, pinned: a change here changes every artifact of every host.
 TINY_FINGERPRINT = "e993fa1e169f1ff076c79667d22d703d66240612cbdd4011ace04ed79789d9a4"
@@ -211,12 +216,12 @@ def test_too_little_memory_is_refused_before_building(monkeypatch: pytest.Monkey
     from gonka_cli.compute import models
 
     monkeypatch.setattr(models, "_free_memory_bytes", lambda device: 3_000_000)
-    with pytest.raises(DeviceUnavailable, match=r"gonka-tiny needs about .* memory"):
+    with pytest.raises(InsufficientMemory, match=r"gonka-tiny needs about .* memory"):
         build_model(get_spec("gonka-tiny"))
     monkeypatch.setattr(models, "_free_memory_bytes", lambda device: 11_000_000_000)
-    with pytest.raises(DeviceUnavailable, match="gonka-poc-v1"):
+    with pytest.raises(InsufficientMemory, match="gonka-poc-v1"):
         build_model(get_spec("gonka-poc-v1"), dtype="fp32")
-    with pytest.raises(DeviceUnavailable, match="gonka-poc-v1"):
+    with pytest.raises(InsufficientMemory, match="gonka-poc-v1"):
         load_model("gonka-poc-v1")
 
 

@@ -55,7 +55,9 @@ def test_the_export_is_cached_under_the_weights_fingerprint(
     before = path.stat().st_mtime_ns
     assert onnx_backend.export("gonka-tiny", "poc", onnx_dir) == path
     assert path.stat().st_mtime_ns == before
-    assert not list(onnx_dir.glob("*.tmp"))
+    assert not list(onnx_dir.glob(".export-*")), "the staging directory was left behind"
+    for part in ("-g1-", f"-op{onnx_backend.OPSET}-", f"-torch{torch.__version__.split('+')[0]}"):
+        assert part in path.name
 
 
 def test_bad_inputs(tiny: onnx_backend.OnnxModel) -> None:

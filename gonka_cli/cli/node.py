@@ -121,7 +121,11 @@ def start(
     if not 0 <= port <= 65535:
         raise InputError(f"invalid --port {port}: use 0-65535")
     seconds = parse_duration(block_time) if block_time else None
-    logging.getLogger("gonka_cli.node").setLevel(logging.INFO)
+    # A running node reports its blocks; the level goes back afterwards (commands can run
+    # one after another in one process, as in tests).
+    node_log = logging.getLogger("gonka_cli.node")
+    previous_level = node_log.level
+    node_log.setLevel(logging.INFO)
 
     def ready(info: NodeInfo) -> None:
         def render(c: Console) -> None:
@@ -141,7 +145,12 @@ def start(
         out.result(info.to_dict(), render)
         sys.stdout.flush()
 
-    height = serve_forever(_home(home), host=host, port=port, block_time_s=seconds, on_ready=ready)
+    try:
+        height = serve_forever(
+            _home(home), host=host, port=port, block_time_s=seconds, on_ready=ready
+        )
+    finally:
+        node_log.setLevel(previous_level)
     out.info(f"Node stopped at height {height}.")
 
 

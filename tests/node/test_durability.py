@@ -39,6 +39,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def node_start(home: Path, port: int, *extra: str) -> list[str]:
+    """The command line of `gonka node start` in this Python."""
+    return [
+        sys.executable,
+        "-m",
+        "gonka_cli",
+        "node",
+        "start",
+        "--home",
+        str(home),
+        "--port",
+        str(port),
+        *extra,
+    ]
+
+
 class NodeProcess:
     """`python -m gonka_cli node start` in a subprocess."""
 
@@ -46,19 +62,7 @@ class NodeProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gonka_cli",
-                "node",
-                "start",
-                "--home",
-                str(home),
-                "--port",
-                str(self.port),
-                "--block-time",
-                block_time,
-            ],
+            node_start(home, self.port, "--block-time", block_time),
             env={**os.environ, "GONKA_HOME": str(gonka_home)},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -247,17 +251,7 @@ def start_in_foreground(
 ) -> subprocess.CompletedProcess[str]:
     """`gonka node start` expected to fail at once."""
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gonka_cli",
-            "node",
-            "start",
-            "--home",
-            str(home),
-            "--port",
-            str(port),
-        ],
+        node_start(home, port),
         env={**os.environ, "GONKA_HOME": str(gonka_home)},
         capture_output=True,
         text=True,

@@ -131,6 +131,14 @@ class TxError(ChainError):
         self.txhash = txhash
 
 
+class RequestRefused(ChainError):
+    """The node refused a mining-API request (`status` is the HTTP status)."""
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 # --- compute engine (models, PoC, inference) --------------------------------------------
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from gonka_cli.node.epochs import NetworkParams
 from gonka_cli.node.genesis import ChainParams, NodeHome, init_home
 from gonka_cli.node.ledger import Ledger
 from gonka_cli.node.runner import Node
@@ -89,7 +90,8 @@ StartNode = Callable[..., Node]
 class NodeStarter:
     """Starts real `gonka node`s (HTTP on a free 127.0.0.1 port, SQLite) on server threads.
 
-    `starter(accounts=[(address, ngonka)], home=None, name="node", **chain_params)`
+    `starter(accounts=[(address, ngonka)], home=None, name="node", network=NetworkParams(),
+    **chain_params)`
     initialises a home (unless `home` exists, which restarts that node) and returns the running
     `Node`: `info.url` is its REST base, `ledger` its state. `stop_all()` stops them.
     """
@@ -104,6 +106,7 @@ class NodeStarter:
         home: Path | None = None,
         *,
         name: str = "node",
+        network: NetworkParams | None = None,
         **params: Any,
     ) -> Node:
         root = home or self._make_dir(f"{name}{len(self.nodes)}")
@@ -112,7 +115,9 @@ class NodeStarter:
             # The faucet key, at the light KDF cost (`light_kdf` covers single tests only).
             with pytest.MonkeyPatch.context() as patch:
                 patch.setattr(keystore_module, "DEFAULT_KDF", keystore_module.KdfParams(1024, 1, 1))
-                init_home(root, accounts=list(accounts), params=ChainParams(**params))
+                init_home(
+                    root, accounts=list(accounts), params=ChainParams(**params), network=network
+                )
         node = Node(root, port=0)
         node.start()
         self.nodes.append(node)

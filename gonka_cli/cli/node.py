@@ -140,6 +140,11 @@ def start(
                 f"faucet: {info.faucet_address} (key 'faucet' in {Path(info.faucet_key).parent})",
                 markup=False,
             )
+            c.print(
+                f"node identity: {info.node_address}; mining API at {info.url}/v1 "
+                "(docs/protocol.md)",
+                markup=False,
+            )
             c.print("Press Ctrl-C to stop.", markup=False)
 
         out.result(info.to_dict(), render)
@@ -188,8 +193,85 @@ def status(node: NodeOpt = None, json_mode: JsonOpt = False) -> None:
                     ("mempool", f"{data.get('mempool_txs')} txs"),
                     ("transactions", str(data.get("txs"))),
                     ("uptime", f"{uptime:.0f} s"),
+                    *(
+                        [
+                            (
+                                "epoch",
+                                f"{data.get('epoch')}, {data.get('phase')} phase until "
+                                f"height {data.get('phase_end_height')}",
+                            ),
+                            ("participants", str(data.get("participants"))),
+                        ]
+                        if "epoch" in data
+                        else []
+                    ),
                 ]
             )
         )
+
+    out.result(data, render)
+
+
+@app.command()
+def load(
+    rps: Annotated[float, typer.Option("--rps", help="Requests per second.")] = 1.0,
+    model: Annotated[str, typer.Option("--model", help="The model to ask.")] = "gonka-tiny",
+    duration: Annotated[
+        str | None,
+        typer.Option(
+            "--duration", help="Stop after this long, e.g. 30s or 5m.", show_default=False
+        ),
+    ] = None,
+    keys: Annotated[int, typer.Option("--keys", help="Faucet-funded keys to sign with.")] = 4,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", help="Tokens per answer.")] = 16,
+    node: NodeOpt = None,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Send signed inference requests to a devnet node, so its miners have work.
+
+    Example: gonka node load --rps 2 --model gonka-tiny --duration 1m
+    """
+    from gonka_cli.node.load import fund_keys, run_load
+
+    out = Output(json_mode)
+    if not 1 <= keys <= 256:
+        raise InputError("--keys must be between 1 and 256")
+    if not 1 <= max_tokens <= 4096:
+        raise InputError("--max-tokens must be between 1 and 4096")
+    if not 0 < rps <= 1000:
+        raise InputError("--rps must be between 0 and 1000")
+    seconds = parse_duration(duration) if duration else None
+    profile = network_profile("devnet" if node is None else None, node)
+    with chain_client(profile) as client:
+        url = client.url
+        with out.status(f"Funding {keys} keys from the faucet of {url}"):
+            funded = fund_keys(client, keys)
+    out.info(
+        f"Sending {rps:g} requests/s for {model} to {url}"
+        + (f" for {seconds:g} s" if seconds else "; Ctrl-C stops")
+    )
+
+    def tick(stats: Any) -> None:
+        d = stats.to_dict()
+        out.info(
+            f"sent {d['sent']}, completed {d['completed']}, failed {d['failed']}"
+            + (f" (last: {d['last_error']})" if d["failed"] else "")
+        )
+
+    stats = run_load(
+        url, funded, rps=rps, model=model, duration_s=seconds, max_tokens=max_tokens, on_tick=tick
+    )
+    data = {"url": url, "model": model, "rps": rps, **stats.to_dict()}
+
+    def render(c: Console) -> None:
+        p50, p99 = data["latency_p50_s"], data["latency_p99_s"]
+        c.print(
+            f"{data['completed']} of {data['sent']} requests completed in "
+            f"{data['elapsed_s']:.1f} s ({data['completed_per_s']:.2f}/s)"
+            + (f", latency p50 {p50:.3f} s, p99 {p99:.3f} s" if p50 is not None else ""),
+            markup=False,
+        )
+        if data["failed"]:
+            c.print(f"failed: {data['errors']}; last: {data['last_error']}", markup=False)
 
     out.result(data, render)

@@ -18,7 +18,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from fastapi import FastAPI, Request
@@ -34,6 +34,9 @@ from gonka_cli.crypto import address as addr
 from gonka_cli.errors import GonkaError, InputError
 from gonka_cli.node.ledger import Block, FaucetRefused, Ledger, Outcome, TxRecord
 
+if TYPE_CHECKING:
+    from gonka_cli.node.network import Network
+
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1 << 20
@@ -41,7 +44,7 @@ MAX_PAGE_LIMIT = 100
 MAX_HEIGHT = 2**63 - 1  # SQLite's INTEGER
 #: Conditions joined by AND in one search (each one is a nested SQL expression).
 MAX_QUERY_CONDITIONS = 16
-_HTTP_FOR_GRPC = {3: 400, 5: 404, 8: 429, 12: 501, 13: 500}
+_HTTP_FOR_GRPC = {3: 400, 5: 404, 8: 429, 12: 501, 13: 500, 16: 401}
 
 
 class ApiError(Exception):
@@ -62,8 +65,8 @@ def _error(status: int, grpc_code: int, message: str) -> Response:
     return _json({"code": grpc_code, "message": message, "details": []}, status)
 
 
-async def read_json(request: Request) -> dict[str, Any]:
-    """The request body as a JSON object, refusing bodies over `MAX_BODY_BYTES`."""
+async def read_body(request: Request) -> bytes:
+    """The raw request body, refusing bodies over `MAX_BODY_BYTES`."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise ApiError(3, f"request body too large (limit {MAX_BODY_BYTES} bytes)", 413)
@@ -77,13 +80,23 @@ async def read_json(request: Request) -> dict[str, Any]:
     except ClientDisconnect:
         # The client went away mid-body: nobody reads the answer, and it is not our error.
         raise ApiError(3, "the client disconnected before sending the whole body") from None
+    return b"".join(chunks)
+
+
+def parse_json(raw: bytes) -> dict[str, Any]:
+    """A request body as a JSON object."""
     try:
-        body = json.loads(b"".join(chunks))
+        body = json.loads(raw)
     except (ValueError, RecursionError):
         raise ApiError(3, "request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise ApiError(3, "request body must be a JSON object")
     return body
+
+
+async def read_json(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object, refusing bodies over `MAX_BODY_BYTES`."""
+    return parse_json(await read_body(request))
 
 
 def _tx_bytes(body: dict[str, Any]) -> bytes:
@@ -224,7 +237,12 @@ def block_json(block: Block, chain_id: str, ledger: Ledger) -> dict[str, Any]:
         "block": {"header": header, "data": {"txs": txs}},
         "sdk_block": {"header": header, "data": {"txs": txs}},
         # Not in the SDK: the hash as hex, as PoC seeds use it.
-        "gonka": {"hash": block.hash, "prev_hash": block.prev_hash, "tx_hashes": block.tx_hashes},
+        "gonka": {
+            "hash": block.hash,
+            "prev_hash": block.prev_hash,
+            "tx_hashes": block.tx_hashes,
+            "entropy": block.entropy,
+        },
     }
 
 
@@ -294,8 +312,10 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int) -
 # --- the app ----------------------------------------------------------------------------
 
 
-def create_app(ledger: Ledger, *, moniker: str = "gonka-devnet-node") -> FastAPI:
-    """The node's FastAPI application over `ledger`."""
+def create_app(
+    ledger: Ledger, network: Network | None = None, *, moniker: str = "gonka-devnet-node"
+) -> FastAPI:
+    """The node's FastAPI application over `ledger` (and the mining API over `network`)."""
     app = FastAPI(title="gonka node", version=__version__, docs_url=None, redoc_url=None)
     started = time.monotonic()
     chain_id = ledger.chain_id
@@ -380,6 +400,16 @@ def create_app(ledger: Ledger, *, moniker: str = "gonka-devnet-node") -> FastAPI
             min_gas_price=ledger.params.min_gas_price,
             faucet_address=ledger.genesis.faucet_address,
         )
+        if network is not None:
+            view = network.view()
+            data.update(
+                node_address=network.address,
+                epoch=view.epoch,
+                phase=view.phase,
+                phase_end_height=view.phase_end_height,
+                participants=len(network.participants),
+                minted_ngonka=str(ledger.minted),
+            )
         return _json(data)
 
     # -- accounts and balances -----------------------------------------------------------
@@ -526,4 +556,8 @@ def create_app(ledger: Ledger, *, moniker: str = "gonka-devnet-node") -> FastAPI
             }
         )
 
+    if network is not None:
+        from gonka_cli.node.network_api import add_routes
+
+        add_routes(app, network)
     return app

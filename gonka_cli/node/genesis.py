@@ -5,7 +5,10 @@ A node's home holds:
 - `genesis.json`: chain id, genesis time, initial balances and the chain parameters
   (written once by `gonka node init`, never changed by the node);
 - `node.db`: the SQLite state (WAL), see `ledger`;
-- `keys/`: the node's keystore (the devnet faucet key), encrypted with the password in
+- `network.db`: the state of PoC rounds and inference (participants, commits, results),
+  see `network`;
+- `keys/`: the node's keystore (the devnet faucet key and the node's own key, which signs
+  its identity and its system transactions), encrypted with the password in
   `keys.password` (0600). A devnet's keys guard play money; the file lets the node start
   unattended.
 """
@@ -24,12 +27,15 @@ from typing import Any
 from gonka_cli.chain.amount import DENOM, MAX_AMOUNT
 from gonka_cli.crypto import address as addr
 from gonka_cli.errors import GenesisError, InputError, InvalidAddress, NodeError
+from gonka_cli.node.epochs import NetworkParams
 
 GENESIS_FILE = "genesis.json"
 DB_FILE = "node.db"
 KEYS_DIR = "keys"
 PASSWORD_FILE = "keys.password"  # noqa: S105 - a file name, not a password
 FAUCET_KEY = "faucet"
+NODE_KEY = "node"
+NETWORK_DB_FILE = "network.db"
 DEFAULT_CHAIN_ID = "gonka-devnet"
 MAINNET_CHAIN_ID = "gonka-mainnet"
 GNK = 10**9
@@ -135,13 +141,20 @@ class Genesis:
     balances: tuple[tuple[str, int], ...]
     params: ChainParams = field(default_factory=ChainParams)
     faucet_address: str = ""
+    #: The `network` section (epochs, PoC, inference, rewards). None in a genesis written
+    #: before it existed: such a chain runs with the defaults, and its genesis hash stays.
+    network: NetworkParams | None = None
+
+    @property
+    def network_params(self) -> NetworkParams:
+        return self.network or NetworkParams()
 
     @property
     def total_supply(self) -> int:
         return sum(amount for _, amount in self.balances)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "chain_id": self.chain_id,
             "genesis_time": self.genesis_time,
             "faucet_address": self.faucet_address,
@@ -151,6 +164,9 @@ class Genesis:
                 for a, n in self.balances
             ],
         }
+        if self.network is not None:
+            data["network"] = self.network.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: Any) -> Genesis:
@@ -179,6 +195,7 @@ class Genesis:
                 balances=tuple(balances),
                 params=ChainParams.from_dict(dict(data.get("params") or {})),
                 faucet_address=str(data.get("faucet_address") or ""),
+                network=(NetworkParams.from_dict(data["network"]) if "network" in data else None),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise GenesisError(f"genesis is malformed ({type(exc).__name__}: {exc})") from None
@@ -237,6 +254,7 @@ def new_genesis(
     accounts: list[tuple[str, int]] | tuple[tuple[str, int], ...] = (),
     params: ChainParams | None = None,
     faucet_address: str = "",
+    network: NetworkParams | None = None,
 ) -> Genesis:
     genesis = Genesis(
         chain_id=chain_id,
@@ -244,6 +262,7 @@ def new_genesis(
         balances=tuple(accounts),
         params=params or ChainParams(),
         faucet_address=faucet_address,
+        network=network or NetworkParams(),
     )
     genesis.check()
     return genesis
@@ -253,6 +272,12 @@ def with_params(genesis: Genesis, **changes: Any) -> Genesis:
     params = replace(genesis.params, **changes)
     params.check()
     return replace(genesis, params=params)
+
+
+def with_network(genesis: Genesis, **changes: Any) -> Genesis:
+    network = replace(genesis.network_params, **changes)
+    network.check()
+    return replace(genesis, network=network)
 
 
 # --- the home directory -----------------------------------------------------------------
@@ -281,6 +306,10 @@ class NodeHome:
     @property
     def lock_file(self) -> Path:
         return self.root / "node.lock"
+
+    @property
+    def network_db_file(self) -> Path:
+        return self.root / NETWORK_DB_FILE
 
     def exists(self) -> bool:
         return self.genesis_file.exists()
@@ -318,6 +347,7 @@ def init_home(
     chain_id: str = DEFAULT_CHAIN_ID,
     accounts: list[tuple[str, int]] | tuple[tuple[str, int], ...] = (),
     params: ChainParams | None = None,
+    network: NetworkParams | None = None,
     faucet_ngonka: int = 1_000_000_000 * GNK,
 ) -> Genesis:
     """Create a node home: a faucet key, then the genesis funding it and `accounts`.
@@ -349,9 +379,22 @@ def init_home(
         FAUCET_KEY, hd.generate_mnemonic(24), password, path=hd.HDPath.bip44()
     )
     balances = [(faucet.address, faucet_ngonka), *accounts]
-    genesis = new_genesis(chain_id, balances, params, faucet.address)
+    node_key(home)
+    genesis = new_genesis(chain_id, balances, params, faucet.address, network)
     _write_atomic(home.genesis_file, json.dumps(genesis.to_dict(), indent=2) + "\n")
     return genesis
+
+
+def node_key(home: NodeHome) -> Any:
+    """The node's own key (its identity), created in the node's keystore on first use."""
+    from gonka_cli.crypto import hd
+    from gonka_cli.wallet.keystore import Keystore
+
+    keystore = Keystore(home.keys_dir)
+    password = home.keystore_password()
+    if not keystore.exists(NODE_KEY):
+        keystore.add_mnemonic(NODE_KEY, hd.generate_mnemonic(24), password, path=hd.HDPath.bip44())
+    return keystore.unlock(NODE_KEY, password).private_key
 
 
 def _write_atomic(path: Path, text: str) -> None:

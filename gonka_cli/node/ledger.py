@@ -12,13 +12,22 @@ It is the node's state machine, in the shape of a Cosmos SDK application:
   transaction acknowledged in a block (code 0) is therefore on disk before anyone can see it,
   and survives kill -9.
 
-Money is never made or lost: fees move to the `fee_collector` module account, so the sum of
-all balances stays the genesis supply (checked each time the ledger opens).
+Money is never lost: fees move to the `fee_collector` module account. It is made only by
+the node's *system transactions* (`submit_system`): MsgSends signed by the node's own key
+that the node's modules issue (PoC rewards minted from the `mint` module account, inference
+escrow and its settlement through the `inference` module account). They pay no fee and
+their senders need not sign: the node's key vouches for them, as a chain's modules do. The
+sum of all balances is always the genesis supply plus everything minted (checked each time
+the ledger opens).
 
 Answers use the SDK's codespaces, codes and `raw_log` wording (`chain.codes` describes them
 to users). The block hash is SHA-256(previous hash || height as 8 bytes big-endian || the
-included transactions' hashes, 32 bytes each, in block order); the first block's previous
-hash is the SHA-256 of the canonical genesis JSON.
+included transactions' hashes, 32 bytes each, in block order || the block's 32 random bytes);
+the first block's previous hash is the SHA-256 of the canonical genesis JSON. The random
+bytes (`entropy`, drawn by the node for each block and kept with it) stand in for what makes
+a real chain's next block hash unpredictable (validators' signatures, the app hash): PoC
+seeds are block hashes, and a host that could compute them ahead could precompute its
+work or learn which leaves will be sampled.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import secrets
 import sqlite3
 import threading
 import time
@@ -50,9 +60,20 @@ RESTRICTIONS = "restrictions"
 #: The SDK's `tx.MaxGasWanted`: larger gas limits are refused (code 18); this one fits in
 #: SQLite's 64-bit integers.
 MAX_GAS_WANTED = 2**63 - 1
+
+
 #: Cosmos SDK module accounts: the first 20 bytes of SHA-256(module name).
-FEE_COLLECTOR_ADDRESS = addr.encode("gonka", hashlib.sha256(FEE_COLLECTOR.encode()).digest()[:20])
-BLOCKED_RECIPIENTS = frozenset({FEE_COLLECTOR_ADDRESS})
+def module_address(name: str) -> str:
+    """A Cosmos SDK module account: the first 20 bytes of SHA-256(module name)."""
+    return addr.encode("gonka", hashlib.sha256(name.encode()).digest()[:20])
+
+
+FEE_COLLECTOR_ADDRESS = module_address(FEE_COLLECTOR)
+#: Rewards are minted as sends from this account: its balance is created as it sends.
+MINT_ADDRESS = module_address("mint")
+#: Inference escrow: requesters' deposits wait here until their epoch is settled.
+ESCROW_ADDRESS = module_address("inference")
+BLOCKED_RECIPIENTS = frozenset({FEE_COLLECTOR_ADDRESS, MINT_ADDRESS, ESCROW_ADDRESS})
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -68,7 +89,8 @@ CREATE TABLE IF NOT EXISTS blocks (
     hash TEXT NOT NULL,
     prev_hash TEXT NOT NULL,
     time TEXT NOT NULL,
-    num_txs INTEGER NOT NULL
+    num_txs INTEGER NOT NULL,
+    entropy TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS txs (
     hash TEXT PRIMARY KEY,
@@ -155,6 +177,8 @@ class Block:
     prev_hash: str
     time: str
     tx_hashes: tuple[str, ...]
+    #: Hex of the block's random bytes ('' for blocks made before they existed).
+    entropy: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -163,6 +187,7 @@ class Block:
             "prev_hash": self.prev_hash,
             "time": self.time,
             "tx_hashes": list(self.tx_hashes),
+            "entropy": self.entropy,
         }
 
 
@@ -209,6 +234,12 @@ class _Pending:
     fee: int
     sends: tuple[tuple[str, str, int], ...]  # (recipient, denom, amount)
     faucet: bool = False
+    #: A system transaction's transfers, (sender, recipient, ngonka); empty for user txs.
+    transfers: tuple[tuple[str, str, int], ...] = ()
+
+    @property
+    def system(self) -> bool:
+        return bool(self.transfers)
 
 
 @dataclass
@@ -219,6 +250,10 @@ class _CheckState:
 
 class FaucetRefused(InputError):
     """A faucet request over the per-request or per-address limit."""
+
+
+class FundsShort(InputError):
+    """A system transaction whose sender cannot cover it (e.g. an escrow over the balance)."""
 
 
 # --- the ledger -------------------------------------------------------------------------
@@ -233,6 +268,7 @@ class Ledger:
         genesis: Genesis,
         *,
         faucet_key: PrivateKey | None = None,
+        node_key: PrivateKey | None = None,
         block_time_s: float | None = None,
     ):
         self.genesis = genesis
@@ -243,6 +279,12 @@ class Ledger:
         self._gas_price = genesis.params.gas_price
         self._lock = threading.RLock()
         self._faucet_key = faucet_key
+        self._node_key = node_key
+        self.node_address = (
+            addr.address_from_pubkey(node_key.public_key.to_bytes()) if node_key else ""
+        )
+        #: ngonka minted since genesis (the supply is the genesis supply plus this).
+        self.minted = 0
         self.accounts: dict[str, AccountState] = {}
         self.mempool: list[_Pending] = []
         self._mempool_hashes: set[str] = set()
@@ -258,6 +300,9 @@ class Ledger:
             # FULL: a block is on disk before its transactions can be read back as committed.
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(blocks)")}
+            if "entropy" not in columns:  # a database from before blocks had entropy
+                self._db.execute("ALTER TABLE blocks ADD COLUMN entropy TEXT NOT NULL DEFAULT ''")
             self._open()
         except sqlite3.Error as exc:
             self._db.close()
@@ -312,12 +357,27 @@ class Ledger:
             self.height, self.last_hash, self.last_time = row
         else:
             self.last_hash, self.last_time = genesis_hash, self.genesis.genesis_time
+        self.minted = int(meta.get("minted", "0"))
         supply = self.total_supply()
-        if supply != self.genesis.total_supply:
+        if supply != self.genesis.total_supply + self.minted:
             raise NodeStateError(
                 f"the ledger holds {supply} ngonka but the genesis created "
-                f"{self.genesis.total_supply}: the database is damaged; start from an empty home"
+                f"{self.genesis.total_supply} and {self.minted} were minted: the database is "
+                "damaged; start from an empty home"
             )
+        if self.node_address and self.node_address not in self.accounts:
+            # The node's own account signs system transactions: it needs an account number.
+            assert self._node_key is not None
+            number = max((a.number for a in self.accounts.values()), default=-1) + 1
+            account = AccountState(
+                self.node_address, number, 0, self._node_key.public_key.to_bytes(), 0
+            )
+            with self._transaction():
+                self._db.execute(
+                    "INSERT INTO accounts VALUES (?, ?, 0, ?, '0')",
+                    (account.address, account.number, account.pubkey),
+                )
+            self.accounts[account.address] = account
         log.info("ledger open at height %d with %d accounts", self.height, len(self.accounts))
 
     def close(self) -> None:
@@ -349,6 +409,10 @@ class Ledger:
             account = self.accounts.get(address)
             return account.copy() if account else None
 
+    def supply_expected(self) -> int:
+        """What the supply must be: the genesis supply plus everything minted."""
+        return self.genesis.total_supply + self.minted
+
     def status(self) -> Status:
         with self._lock:
             (txs,) = self._db.execute("SELECT COUNT(*) FROM txs").fetchone()
@@ -368,7 +432,8 @@ class Ledger:
             if height is None:
                 height = self.height
             row = self._db.execute(
-                "SELECT height, hash, prev_hash, time FROM blocks WHERE height = ?", (height,)
+                "SELECT height, hash, prev_hash, time, entropy FROM blocks WHERE height = ?",
+                (height,),
             ).fetchone()
             if row is None:
                 return None
@@ -378,7 +443,7 @@ class Ledger:
                     "SELECT hash FROM txs WHERE height = ? ORDER BY idx", (height,)
                 )
             )
-            return Block(row[0], row[1], row[2], row[3], hashes)
+            return Block(row[0], row[1], row[2], row[3], hashes, row[4])
 
     def tx(self, txhash: str) -> TxRecord | None:
         with self._lock:
@@ -706,6 +771,74 @@ class Ledger:
         ).fetchone()
         return int(row[0]) if row else 0
 
+    # -- system transactions -------------------------------------------------------------
+
+    def spendable(self, address: str) -> int:
+        """The balance `address` can still commit: the committed one less what it has pending."""
+        with self._lock:
+            state = self._check_state(address)
+            return state.balance if state else 0
+
+    def submit_system(self, transfers: list[tuple[str, str, int]], memo: str) -> str:
+        """Sign `transfers` (sender, recipient, ngonka) with the node's key as one system
+        transaction and put it in the mempool; returns its hash.
+
+        Sends from `MINT_ADDRESS` mint; any other sender must be able to cover its part out
+        of its check-state balance (what is committed less what is pending), else FundsShort.
+        """
+        if self._node_key is None:
+            raise NodeStateError("this node has no key for system transactions")
+        if not transfers:
+            raise InputError("a system transaction needs at least one transfer")
+        with self._lock:
+            needed: dict[str, int] = {}
+            for sender, _recipient, amount in transfers:
+                if amount <= 0 or amount > MAX_AMOUNT:
+                    raise InvalidAmount(f"a system transfer of {amount} ngonka is out of range")
+                if sender != MINT_ADDRESS:
+                    needed[sender] = needed.get(sender, 0) + amount
+            states: dict[str, _CheckState] = {}
+            for sender, amount in needed.items():
+                state = self._check_state(sender)
+                balance = state.balance if state else 0
+                if state is None or balance < amount:
+                    raise FundsShort(
+                        f"{sender} can spend {balance} ngonka, {amount} ngonka are needed"
+                    )
+                states[sender] = state
+            node_state = self._check_state(self.node_address)
+            node_account = self.accounts[self.node_address]
+            assert node_state is not None
+            messages = [txlib.MsgSend(s, r, txlib.coins(a)) for s, r, a in transfers]
+            body = txlib.encode_body(messages, memo)
+            auth_info = txlib.encode_auth_info(
+                self._node_key.public_key, node_state.sequence, txlib.Fee((), 0)
+            )
+            signed = txlib.sign(self._node_key, body, auth_info, self.chain_id, node_account.number)
+            for sender, amount in needed.items():
+                state = states[sender]
+                self._check[sender] = _CheckState(state.sequence, state.balance - amount)
+            current = self._check_state(self.node_address)
+            assert current is not None
+            self._check[self.node_address] = _CheckState(current.sequence + 1, current.balance)
+            self.mempool.append(
+                _Pending(
+                    txlib.decode_tx(signed.tx_bytes),
+                    signed.txhash,
+                    self.node_address,
+                    0,
+                    (),
+                    transfers=tuple(transfers),
+                )
+            )
+            self._mempool_hashes.add(signed.txhash)
+            self._mempool_bytes += len(signed.tx_bytes)
+            return signed.txhash
+
+    def pending(self, txhash: str) -> bool:
+        with self._lock:
+            return txhash in self._mempool_hashes
+
     # -- blocks --------------------------------------------------------------------------
 
     def make_block(self, now: datetime | None = None) -> Block:
@@ -728,9 +861,16 @@ class Ledger:
             rows: list[tuple[Any, ...]] = []
             events: list[tuple[str, str, str]] = []
             grants: dict[str, int] = {}
+            minted = 0
             started = time.perf_counter()
             for index, pending in enumerate(self.mempool):
-                outcome, next_number = self._deliver(pending, height, get, changed, next_number)
+                if pending.system:
+                    outcome, next_number, made = self._deliver_system(
+                        pending, get, changed, next_number
+                    )
+                    minted += made
+                else:
+                    outcome, next_number = self._deliver(pending, height, get, changed, next_number)
                 rows.append(
                     (
                         pending.txhash,
@@ -744,6 +884,14 @@ class Ledger:
                         pending.decoded.tx_bytes,
                     )
                 )
+                if pending.system:
+                    for sender in dict.fromkeys(s for s, _, _ in pending.transfers):
+                        events.append((pending.txhash, "message.sender", sender))
+                    if outcome.ok:
+                        for sender, recipient, _ in pending.transfers:
+                            events.append((pending.txhash, "transfer.recipient", recipient))
+                            events.append((pending.txhash, "transfer.sender", sender))
+                    continue
                 events.append((pending.txhash, "message.sender", pending.signer))
                 if outcome.ok:
                     for recipient, _, amount in pending.sends:
@@ -752,14 +900,26 @@ class Ledger:
                         if pending.faucet:
                             grants[recipient] = grants.get(recipient, 0) + amount
             tx_hashes = [r[0] for r in rows]
-            block_hash = block_digest(self.last_hash, height, tx_hashes)
+            entropy = secrets.token_bytes(32)
+            block_hash = block_digest(self.last_hash, height, tx_hashes, entropy)
             try:
-                self._commit_block(height, block_hash, block_time, changed, rows, events, grants)
+                self._commit_block(
+                    height,
+                    block_hash,
+                    block_time,
+                    changed,
+                    rows,
+                    events,
+                    grants,
+                    minted,
+                    entropy.hex(),
+                )
             except sqlite3.Error as exc:
                 raise NodeStateError(
                     f"cannot write block {height} to the node's database: {exc}"
                 ) from exc
             prev_hash = self.last_hash
+            self.minted += minted
             self.accounts.update(changed)
             self.height, self.last_hash, self.last_time = height, block_hash, block_time
             self.mempool.clear()
@@ -774,7 +934,7 @@ class Ledger:
                     len(rows),
                     1000 * (time.perf_counter() - started),
                 )
-            return Block(height, block_hash, prev_hash, block_time, tuple(tx_hashes))
+            return Block(height, block_hash, prev_hash, block_time, tuple(tx_hashes), entropy.hex())
 
     def _commit_block(
         self,
@@ -785,9 +945,15 @@ class Ledger:
         rows: list[tuple[Any, ...]],
         events: list[tuple[str, str, str]],
         grants: dict[str, int],
+        minted: int = 0,
+        entropy: str = "",
     ) -> None:
         """Write a block in one SQLite transaction: all of it is on disk, or none of it."""
         with self._transaction():
+            if minted:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('minted', ?)", (str(self.minted + minted),)
+                )
             self._db.executemany(
                 "INSERT OR REPLACE INTO accounts VALUES (?, ?, ?, ?, ?)",
                 [
@@ -804,9 +970,39 @@ class Ledger:
                     (address, str(self._faucet_total(address) + amount)),
                 )
             self._db.execute(
-                "INSERT INTO blocks VALUES (?, ?, ?, ?, ?)",
-                (height, block_hash, self.last_hash, block_time, len(rows)),
+                "INSERT INTO blocks VALUES (?, ?, ?, ?, ?, ?)",
+                (height, block_hash, self.last_hash, block_time, len(rows), entropy),
             )
+
+    def _deliver_system(
+        self, pending: _Pending, get: Any, changed: dict[str, AccountState], next_number: int
+    ) -> tuple[Outcome, int, int]:
+        """Apply a system transaction, all or nothing; returns the outcome and what it minted."""
+        node = get(self.node_address)
+        if node is None:
+            raise NodeStateError("the node's account is missing from the ledger")
+        node.sequence += 1
+        needed: dict[str, int] = {}
+        for sender, _, amount in pending.transfers:
+            if sender != MINT_ADDRESS:
+                needed[sender] = needed.get(sender, 0) + amount
+        for sender, amount in needed.items():
+            account = get(sender)
+            balance = account.balance if account else 0
+            if balance < amount:
+                return _insufficient(balance, amount), next_number, 0
+        minted = 0
+        for sender, recipient, amount in pending.transfers:
+            if sender == MINT_ADDRESS:
+                minted += amount
+            else:
+                get(sender).balance -= amount
+            target = get(recipient)
+            if target is None:
+                target = changed[recipient] = AccountState(recipient, next_number)
+                next_number += 1
+            target.balance += amount
+        return Outcome(), next_number, minted
 
     def _deliver(
         self,
@@ -921,10 +1117,12 @@ def genesis_digest(genesis: Genesis) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest().upper()
 
 
-def block_digest(prev_hash: str, height: int, tx_hashes: list[str]) -> str:
-    """SHA-256(prev hash || height (8 bytes, big-endian) || tx hashes), upper-case hex."""
+def block_digest(prev_hash: str, height: int, tx_hashes: list[str], entropy: bytes = b"") -> str:
+    """SHA-256(prev hash || height (8 bytes, big-endian) || tx hashes || entropy), upper-case
+    hex."""
     digest = hashlib.sha256(bytes.fromhex(prev_hash))
     digest.update(height.to_bytes(8, "big"))
     for h in tx_hashes:
         digest.update(bytes.fromhex(h))
+    digest.update(entropy)
     return digest.hexdigest().upper()

@@ -20,12 +20,22 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gonka_cli.crypto.secp256k1 import PrivateKey
 from gonka_cli.errors import InputError, NodeError, NodeRunning, NodeStateError
-from gonka_cli.node.genesis import FAUCET_KEY, ChainParams, Genesis, NodeHome, init_home
+from gonka_cli.node.genesis import (
+    FAUCET_KEY,
+    ChainParams,
+    Genesis,
+    NodeHome,
+    init_home,
+    node_key,
+)
 from gonka_cli.node.ledger import Ledger
+
+if TYPE_CHECKING:
+    from gonka_cli.node.network import Network
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +52,7 @@ class NodeInfo:
     height: int
     faucet_address: str
     faucet_key: str
+    node_address: str
     block_time_s: float
     created: bool
 
@@ -141,6 +152,7 @@ class Node:
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self.ledger: Ledger | None = None
+        self.network: Network | None = None
         self.info: NodeInfo | None = None
         self._created = False
         self._startup_error: BaseException | None = None
@@ -167,13 +179,21 @@ class Node:
             home, self._created = prepare_home(self.home_path)
             genesis = home.load_genesis()
             faucet = _faucet_key(home, genesis)
+            own_key = node_key(home)
             # --block-time changes the pace, not the chain: the genesis stays as written.
             block_time_s = (
                 genesis.params.block_time_s if self._block_time_s is None else self._block_time_s
             )
             self.ledger = Ledger(
-                str(home.db_file), genesis, faucet_key=faucet, block_time_s=block_time_s
+                str(home.db_file),
+                genesis,
+                faucet_key=faucet,
+                node_key=own_key,
+                block_time_s=block_time_s,
             )
+            from gonka_cli.node.network import Network
+
+            self.network = Network(self.ledger, str(home.network_db_file), own_key)
             self._sock = bind(self.host, self.port)
         except BaseException:
             self.close()
@@ -187,6 +207,7 @@ class Node:
             height=self.ledger.height,
             faucet_address=genesis.faucet_address,
             faucet_key=str(home.keys_dir / f"{FAUCET_KEY}.json"),
+            node_address=self.ledger.node_address,
             block_time_s=block_time_s,
             created=self._created,
         )
@@ -196,6 +217,9 @@ class Node:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        if self.network is not None:
+            self.network.close()
+            self.network = None
         if self.ledger is not None:
             self.ledger.close()
             self.ledger = None
@@ -208,10 +232,10 @@ class Node:
 
         from gonka_cli.node.api import create_app
 
-        ledger = self.ledger
-        if ledger is None:
+        ledger, network = self.ledger, self.network
+        if ledger is None or network is None:
             raise NodeError("the node is not open")
-        app = create_app(ledger)
+        app = create_app(ledger, network)
         block_time = ledger.block_time_s
 
         def block_failed(exc: Exception) -> None:
@@ -220,7 +244,10 @@ class Node:
 
         @contextlib.asynccontextmanager
         async def lifespan(_: Any) -> AsyncIterator[None]:
-            task = asyncio.create_task(_block_clock(ledger, block_time, block_failed))
+            network.catch_up()
+            task = asyncio.create_task(
+                _block_clock(ledger, block_time, block_failed, network.on_block)
+            )
             try:
                 yield
             finally:
@@ -307,7 +334,10 @@ class Node:
 
 
 async def _block_clock(
-    ledger: Ledger, block_time_s: float, on_failure: Callable[[Exception], None]
+    ledger: Ledger,
+    block_time_s: float,
+    on_failure: Callable[[Exception], None],
+    on_block: Callable[[Any], None] | None = None,
 ) -> None:
     """Make a block every `block_time_s`, on the same loop as the API (never concurrently).
 
@@ -320,7 +350,7 @@ async def _block_clock(
     while True:
         await asyncio.sleep(max(0.0, next_at - loop.time()))
         try:
-            ledger.make_block()
+            block = ledger.make_block()
         except Exception as exc:
             # A traceback only for what is not a known state error (that is, a bug).
             log.error(
@@ -331,6 +361,13 @@ async def _block_clock(
             )
             on_failure(exc)
             return
+        if on_block is not None:
+            try:
+                on_block(block)
+            except Exception:
+                # The block is made and on disk; the network's bookkeeping catches up at the
+                # next block or restart.
+                log.exception("after block %d", block.height)
         next_at += block_time_s
         if next_at < loop.time():  # fell behind (a long pause): do not make a burst of blocks
             next_at = loop.time() + block_time_s

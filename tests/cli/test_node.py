@@ -158,7 +158,7 @@ def test_status_of_a_running_node(start_node: StartNode) -> None:
     data = ok_json(gonka("node", "status", "--node", node.info.url, "--json"))
     assert data["url"] == node.info.url
     assert data["chain_id"] == "gonka-devnet"
-    assert data["accounts"] == 1
+    assert data["accounts"] == 2  # the faucet and the node's own account
     assert data["mempool_txs"] == 0
     assert data["faucet_address"] == node.info.faucet_address
     assert int(data["total_supply_ngonka"]) == node.ledger.total_supply()
@@ -295,3 +295,82 @@ def test_init_refuses_mainnets_chain_id(tmp_path: Path) -> None:
     assert error_line(result, 1).startswith(
         "Error: genesis: gonka-mainnet is the real network's chain id; pick another"
     )
+
+
+# --- gonka node load --------------------------------------------------------------------
+
+
+def test_load_sends_signed_requests_that_miners_serve(start_node: StartNode) -> None:
+    from gonka_cli.node.epochs import NetworkParams
+    from tests.node.participant import TestParticipant
+
+    node = start_node(network=NetworkParams(validation_share=0.0))
+    assert node.info is not None
+    worker = TestParticipant(node.info.url, mine_poc=False).start()
+    try:
+        data = ok_json(
+            gonka(
+                "node",
+                "load",
+                "--rps",
+                "4",
+                "--duration",
+                "2s",
+                "--keys",
+                "2",
+                "--max-tokens",
+                "3",
+                "--node",
+                node.info.url,
+                "--json",
+            )
+        )
+    finally:
+        worker.stop()
+    assert data["sent"] >= 6
+    assert data["completed"] == data["sent"], data
+    assert data["failed"] == 0
+    served = [d for d in worker.done if d["item"]["kind"] == "inference"]
+    assert len(served) == data["completed"]
+    assert all(len(d["item"]["prompt_tokens"]) > 3 for d in served)
+
+
+def test_load_without_miners_reports_the_refusals(start_node: StartNode) -> None:
+    node = start_node()
+    assert node.info is not None
+    data = ok_json(
+        gonka(
+            "node",
+            "load",
+            "--rps",
+            "5",
+            "--duration",
+            "1s",
+            "--keys",
+            "1",
+            "--node",
+            node.info.url,
+            "--json",
+        )
+    )
+    assert data["completed"] == 0
+    assert data["errors"] == {"503": data["sent"]}
+    assert "no participant serves gonka-tiny" in data["last_error"]
+
+
+@pytest.mark.parametrize(
+    ("args", "wording"),
+    [
+        (("--rps", "0"), "--rps must be between 0 and 1000"),
+        (("--keys", "0"), "--keys must be between 1 and 256"),
+        (("--duration", "soon"), "invalid duration"),
+    ],
+)
+def test_load_bad_options(args: tuple[str, ...], wording: str) -> None:
+    assert wording in error_line(gonka("node", "load", *args, "--node", dead_url()), 2)
+
+
+def test_load_against_an_unreachable_node() -> None:
+    result = gonka("node", "load", "--node", dead_url())
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1].startswith("Error: no node answered")

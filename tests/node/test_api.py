@@ -349,7 +349,7 @@ def test_node_status_fields(manual: Api) -> None:
     assert info is not None
     assert status["chain_id"] == "gonka-devnet"
     assert status["height"] == 1
-    assert status["accounts"] == 3  # the faucet, Alice and Bob
+    assert status["accounts"] == 4  # the faucet, Alice, Bob and the node's own account
     assert status["mempool_txs"] == 0 and status["txs"] == 0
     assert status["total_supply_ngonka"] == str(GENESIS_SUPPLY)
     assert status["faucet_address"] == info.faucet_address
@@ -886,6 +886,7 @@ def test_non_canonical_recipient_is_credited_to_the_real_account_or_refused(
         CAROL.address,
         FEE_COLLECTOR_ADDRESS,
         manual.node.info.faucet_address,  # type: ignore[union-attr]
+        manual.node.info.node_address,  # type: ignore[union-attr]
     }
     if result["code"] == 0:
         assert manual.balance(CAROL.address) == 500

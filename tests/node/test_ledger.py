@@ -81,12 +81,16 @@ def test_blocks_chain_by_hash_from_the_genesis(tmp_path: Path, genesis: Genesis)
     canonical = json.dumps(genesis.to_dict(), sort_keys=True, separators=(",", ":"))
     assert first.prev_hash == hashlib.sha256(canonical.encode()).hexdigest().upper()
     assert first.prev_hash == genesis_digest(genesis)
+    entropy = bytes.fromhex(second.entropy)
+    assert len(entropy) == 32 and second.entropy != first.entropy
     expected = (
-        hashlib.sha256(bytes.fromhex(first.hash) + (2).to_bytes(8, "big") + bytes.fromhex(txhash))
+        hashlib.sha256(
+            bytes.fromhex(first.hash) + (2).to_bytes(8, "big") + bytes.fromhex(txhash) + entropy
+        )
         .hexdigest()
         .upper()
     )
-    assert second.hash == expected == block_digest(first.hash, 2, [txhash])
+    assert second.hash == expected == block_digest(first.hash, 2, [txhash], entropy)
     assert second.prev_hash == first.hash
     assert second.tx_hashes == (txhash,)
     assert ledger.block(2) == second

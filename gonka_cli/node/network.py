@@ -61,6 +61,8 @@ MAX_MODELS = 16
 MAX_DEVICES = 64
 #: Validations still waiting after this many epochs are settled as not validated.
 VALIDATION_GRACE_EPOCHS = 1
+#: Finished work items are kept this long (for idempotent resends), then forgotten.
+ITEM_RETENTION_S = 600.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS participants (
@@ -1026,6 +1028,17 @@ class Network:
         if block.height == view.inference[0]:
             self._close_validation(view.epoch)
         self._check_settlements()
+        if block.height % 100 == 0:
+            self._prune()
+
+    def _prune(self) -> None:
+        """Forget finished work items past their retention, so memory stays bounded."""
+        horizon = time.time() - ITEM_RETENTION_S
+        for item_id in [
+            i.id for i in self.items.values() if i.state != "open" and i.deadline < horizon
+        ]:
+            del self.items[item_id]
+        self._proofs = {k: v for k, v in self._proofs.items() if v in self.items}
 
     def catch_up(self) -> None:
         """At start-up: settle the epochs that ended while the node was down, and re-send

@@ -295,3 +295,73 @@ def test_a_settlement_lost_in_a_crash_is_made_again_and_paid_once(tmp_path: Any)
     net.close()
     ledger.close()
     assert ESCROW_ADDRESS != MINT_ADDRESS
+
+
+def test_a_restart_in_the_validate_phase_sends_the_same_proof_requests(tmp_path: Any) -> None:
+    from gonka_cli.node.genesis import ChainParams, NodeHome, init_home, node_key
+    from gonka_cli.node.ledger import Ledger
+    from gonka_cli.node.network import POC_PROOF, Network
+
+    root = tmp_path / "home"
+    params = network(epoch_blocks=10, poc_generate_blocks=3, poc_validate_blocks=3)
+    init_home(root, params=ChainParams(block_time_s=1.0), network=params)
+    home = NodeHome(root)
+    genesis, key = home.load_genesis(), node_key(home)
+    prover = account("prover").address
+
+    def open_node() -> tuple[Ledger, Network]:
+        ledger = Ledger(str(home.db_file), genesis, node_key=key)
+        return ledger, Network(ledger, str(home.network_db_file), key)
+
+    def requests_for(net: Network) -> list[dict[str, Any]]:
+        return [i.payload for i in net.items.values() if i.kind == POC_PROOF]
+
+    ledger, net = open_node()
+    net.on_block(ledger.make_block())
+    net._db.execute(
+        "INSERT INTO commits VALUES (0, ?, ?, 5000, ?, 1)", (prover, params.poc_model, "ab" * 32)
+    )
+    for _ in range(3):
+        net.on_block(ledger.make_block())  # height 4: the validate phase begins
+    before = requests_for(net)
+    assert len(before) == 1 and len(before[0]["leaf_indices"]) == 200
+    net.close()
+    ledger.close()
+
+    ledger, net = open_node()
+    net.catch_up()
+    assert requests_for(net) == before
+    for _ in range(3):
+        net.on_block(ledger.make_block())  # the phase ends without an answer
+    record = net.epoch_record(0)
+    assert record is not None
+    assert [(r["address"], r["status"], r["weight"]) for r in record["poc_results"]] == [
+        (prover, "no_answer", 0)
+    ]
+    net.close()
+    ledger.close()
+
+
+def test_finished_work_items_are_forgotten_after_their_retention(tmp_path: Any) -> None:
+    from gonka_cli.node.genesis import ChainParams, NodeHome, init_home, node_key
+    from gonka_cli.node.ledger import Ledger
+    from gonka_cli.node.network import ITEM_RETENTION_S, Network, WorkItem
+
+    root = tmp_path / "home"
+    init_home(root, params=ChainParams(block_time_s=1.0), network=network())
+    home = NodeHome(root)
+    key = node_key(home)
+    ledger = Ledger(str(home.db_file), home.load_genesis(), node_key=key)
+    net = Network(ledger, str(home.network_db_file), key)
+    old = time.time() - ITEM_RETENTION_S - 1
+    for name, state, deadline in (
+        ("done-old", "done", old),
+        ("expired-old", "expired", old),
+        ("done-new", "done", time.time()),
+        ("open-old", "open", old),
+    ):
+        net.items[name] = WorkItem(name, "inference", "someone", {}, deadline, state=state)
+    net._prune()
+    assert sorted(net.items) == ["done-new", "open-old"]
+    net.close()
+    ledger.close()

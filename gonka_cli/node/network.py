@@ -29,6 +29,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import math
 import random
 import secrets
 import sqlite3
@@ -514,7 +515,9 @@ class Network:
             raise ApiRefusal(409, f"work item {item_id} already has a different result")
         if item.state == "expired":
             raise ApiRefusal(
-                410, f"work item {item_id} passed its deadline and was given to another participant"
+                410,
+                f"work item {item_id} passed its deadline"
+                + ("" if item.kind == POC_PROOF else " and was given to another participant"),
             )
         item.result_digest = digest
         return item
@@ -872,9 +875,16 @@ class Network:
             )
         if not isinstance(top, list) or len(top) != len(tokens):
             raise ApiRefusal(400, "top_logprobs must hold one list per token")
-        for entries in top:
+        for position, entries in enumerate(top):
             if not isinstance(entries, list) or len(entries) > 21:
                 raise ApiRefusal(400, "each top_logprobs entry is a list of at most 21 pairs")
+            for entry in entries:
+                if not _logprob_pair(entry, VOCAB_SIZE):
+                    raise ApiRefusal(
+                        400,
+                        f"top_logprobs[{position}] holds {str(entry)[:60]!r}: each entry is "
+                        f'{{"token": id in [0, {VOCAB_SIZE}), "logprob": a finite number <= 0}}',
+                    )
         if finish not in ("stop", "length"):
             raise ApiRefusal(400, "finish_reason must be 'stop' or 'length'")
         item.state = "done"
@@ -1028,6 +1038,7 @@ class Network:
         if block.height == view.inference[0]:
             self._close_validation(view.epoch)
         self._check_settlements()
+        self._settle_overdue(view.epoch)
         if block.height % 100 == 0:
             self._prune()
 
@@ -1064,6 +1075,18 @@ class Network:
         ).fetchone()
         if row is not None and row[0]:
             return str(row[0])
+        recomputing = [
+            address
+            for (e, address), item_id in self._proofs.items()
+            if e == epoch
+            and (item := self.items.get(item_id)) is not None
+            and item.state == "done"
+            and not self._has_result(epoch, address)
+        ]
+        if recomputing:
+            # Their answers came in time: wait for the verdicts rather than pay them nothing.
+            log.info("epoch %d: settlement waits for %d validations", epoch, len(recomputing))
+            return None
         self._close_validation(epoch)
         self.epoch_secret(epoch)
         transfers: dict[tuple[str, str], int] = {}
@@ -1146,6 +1169,21 @@ class Network:
             txhash or "none",
         )
         return txhash or "-"
+
+    def _has_result(self, epoch: int, address: str) -> bool:
+        return (
+            self._db.execute(
+                "SELECT 1 FROM poc_results WHERE epoch = ? AND address = ?", (epoch, address)
+            ).fetchone()
+            is not None
+        )
+
+    def _settle_overdue(self, current: int) -> None:
+        """Settle the ended epochs whose settlement had to wait."""
+        for (epoch,) in self._db.execute(
+            "SELECT epoch FROM epochs WHERE settlement_tx IS NULL AND epoch < ?", (current,)
+        ).fetchall():
+            self.settle(epoch)
 
     def _check_settlements(self) -> None:
         """Undo a settlement whose transaction was lost (the node died before its block)."""
@@ -1236,6 +1274,24 @@ def is_selected(secret_hex: str, inference_id: str, share: float) -> bool:
     below `share`. Anyone can check it once the epoch's secret is revealed."""
     digest = hashlib.sha256(bytes.fromhex(secret_hex) + inference_id.encode()).digest()
     return int.from_bytes(digest, "big") < int(share * 2**256)
+
+
+def _logprob_pair(entry: object, vocab: int) -> bool:
+    """A `{"token", "logprob"}` object or a `[token, logprob]` pair, with sane values."""
+    if isinstance(entry, dict) and set(entry) == {"token", "logprob"}:
+        token, logprob = entry["token"], entry["logprob"]
+    elif isinstance(entry, list) and len(entry) == 2:
+        token, logprob = entry
+    else:
+        return False
+    return (
+        _is_int(token)
+        and 0 <= token < vocab
+        and isinstance(logprob, (int, float))
+        and not isinstance(logprob, bool)
+        and math.isfinite(logprob)
+        and logprob <= 1e-3
+    )
 
 
 def _is_int(value: object) -> TypeGuard[int]:

@@ -268,14 +268,16 @@ def _chat_request(
             f"the prompt ({len(prompt)} tokens) and max_tokens ({max_tokens}) exceed the "
             f"{spec.max_seq_len}-token context of {model}",
         )
-    temperature = body.get("temperature", 1.0)
+    temperature = body.get("temperature")
+    temperature = 1.0 if temperature is None else temperature  # OpenAI clients send null for unset
     if (
         isinstance(temperature, bool)
         or not isinstance(temperature, (int, float))
         or not 0 <= temperature <= 2
     ):
         raise ApiRefusal(400, "temperature must be a number between 0 and 2")
-    top_p = body.get("top_p", 1.0)
+    top_p = body.get("top_p")
+    top_p = 1.0 if top_p is None else top_p  # OpenAI clients send null for unset
     if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
         raise ApiRefusal(400, "top_p must be a number in (0, 1]")
     seed = body.get("seed")

@@ -365,3 +365,38 @@ def test_finished_work_items_are_forgotten_after_their_retention(tmp_path: Any) 
     assert sorted(net.items) == ["done-new", "open-old"]
     net.close()
     ledger.close()
+
+
+def test_settlement_waits_for_a_validation_still_running(tmp_path: Any) -> None:
+    from gonka_cli.node.genesis import ChainParams, NodeHome, init_home, node_key
+    from gonka_cli.node.ledger import Ledger
+    from gonka_cli.node.network import POC_PROOF, Network, WorkItem
+
+    root = tmp_path / "home"
+    init_home(
+        root,
+        params=ChainParams(block_time_s=1.0),
+        network=network(epoch_blocks=4, poc_generate_blocks=1, poc_validate_blocks=1),
+    )
+    home = NodeHome(root)
+    key = node_key(home)
+    ledger = Ledger(str(home.db_file), home.load_genesis(), node_key=key)
+    net = Network(ledger, str(home.network_db_file), key)
+    slow = account("slow").address
+    for _ in range(4):
+        net.on_block(ledger.make_block())
+    # Its answers came in time and are being recomputed when the epoch ends.
+    item = WorkItem("proof-1", POC_PROOF, slow, {"epoch": 0}, time.time(), state="done")
+    net.items[item.id] = item
+    net._proofs[(0, slow)] = item.id
+    net.on_block(ledger.make_block())  # height 5: epoch 1 starts
+    assert net.epoch_record(0)["settlement_tx"] is None  # type: ignore[index]
+    net._record_poc(0, slow, 10, 10, "valid", "recomputed at last")
+    net.on_block(ledger.make_block())
+    settlement = net.epoch_record(0)["settlement_tx"]  # type: ignore[index]
+    assert settlement
+    net.on_block(ledger.make_block())
+    assert ledger.tx(settlement) is not None
+    assert ledger.account(slow).balance == REWARD  # type: ignore[union-attr]
+    net.close()
+    ledger.close()

@@ -71,6 +71,7 @@ COMMANDS = [
     ("wallet", "delete", "alice", "--yes"),
     ("node", "--help"),
     ("node", "status", "--node", "NODE"),
+    ("bench", "--help"),
 ]
 
 

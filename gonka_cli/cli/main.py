@@ -16,7 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from gonka_cli import __version__, settings
-from gonka_cli.cli import node, wallet
+from gonka_cli.cli import bench, node, wallet
 from gonka_cli.cli.output import one_line
 from gonka_cli.errors import GonkaError, InputError
 
@@ -82,6 +82,7 @@ app = typer.Typer(
 )
 app.add_typer(wallet.app, name="wallet")
 app.add_typer(node.app, name="node")
+app.add_typer(bench.app, name="bench")
 
 
 def _version(value: bool) -> None:

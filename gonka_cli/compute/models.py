@@ -696,9 +696,9 @@ def load_model(
     """The built-in model `name` on `device`, built once per process and then shared.
 
     Defaults: float32 on the CPU, bfloat16 on CUDA (fp16 and, on the CPU, bf16 allowed).
-    Raises UnknownModel for a name not in the catalogue, and DeviceUnavailable when CUDA is
-    asked for and not usable or the model would not fit in the device's free memory. The
-    returned model is shared: do not modify it.
+    Raises UnknownModel for a name not in the catalogue, DeviceUnavailable when CUDA is asked
+    for and not usable, and InsufficientMemory when the model would not fit in the device's
+    free memory. The returned model is shared: do not modify it.
     """
     spec = get_spec(name)
     dev = resolve_device(device)

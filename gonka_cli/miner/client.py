@@ -156,15 +156,7 @@ class NetworkClient:
         logprobs: bool = False,
         timeout_s: float = 150.0,
     ) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "model": model,
-            "messages": messages,
-            "max_tokens": max_tokens,
-            "temperature": temperature,
-            "logprobs": logprobs,
-        }
-        if seed is not None:
-            body["seed"] = seed
+        body = _chat_body(model, messages, max_tokens, temperature, seed, logprobs, False)
         return dict(
             self._json("POST", "/v1/chat/completions", body, signed=True, timeout_s=timeout_s)
         )
@@ -180,15 +172,7 @@ class NetworkClient:
         timeout_s: float = 150.0,
     ) -> Iterator[dict[str, Any]]:
         """The server-sent chunks of a streamed completion, as JSON objects."""
-        body: dict[str, Any] = {
-            "model": model,
-            "messages": messages,
-            "max_tokens": max_tokens,
-            "temperature": temperature,
-            "stream": True,
-        }
-        if seed is not None:
-            body["seed"] = seed
+        body = _chat_body(model, messages, max_tokens, temperature, seed, False, True)
         response = self._request(
             "POST", "/v1/chat/completions", body, signed=True, timeout_s=timeout_s, stream=True
         )
@@ -200,3 +184,25 @@ class NetworkClient:
                 if data == b"[DONE]":
                     return
                 yield json.loads(data)
+
+
+def _chat_body(
+    model: str,
+    messages: list[dict[str, Any]],
+    max_tokens: int,
+    temperature: float,
+    seed: int | None,
+    logprobs: bool,
+    stream: bool,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": messages,
+        "max_tokens": max_tokens,
+        "temperature": temperature,
+        "logprobs": logprobs,
+        "stream": stream,
+    }
+    if seed is not None:
+        body["seed"] = seed
+    return body

@@ -814,15 +814,23 @@ class Network:
             )
         self._waiting = still
 
-    def _inference_timeout(self, item_id: str) -> None:
+    def _expire(self, item_id: str) -> WorkItem | None:
+        """Expire an item still open at its deadline (a strike for its assignee)."""
         item = self.items.get(item_id)
         if item is None or item.state != "open":
-            return
+            return None
         item.state = "expired"
-        executor = self.participants.get(item.assignee)
-        if executor is not None:
-            executor.busy = max(0, executor.busy - 1)
-            executor.strikes += 1
+        assignee = self.participants.get(item.assignee)
+        if assignee is not None:
+            assignee.strikes += 1
+            if item.kind == INFERENCE_TASK:
+                assignee.busy = max(0, assignee.busy - 1)
+        return item
+
+    def _inference_timeout(self, item_id: str) -> None:
+        item = self._expire(item_id)
+        if item is None:
+            return
         job = self._jobs.get(item.payload["inference_id"])
         if job is None or job.future.done():
             return
@@ -951,14 +959,9 @@ class Network:
         )
 
     def _validation_timeout(self, item_id: str) -> None:
-        item = self.items.get(item_id)
-        if item is None or item.state != "open":
-            return
-        item.state = "expired"
-        validator = self.participants.get(item.assignee)
-        if validator is not None:
-            validator.strikes += 1
-        self._spawn(self._replay_on_node(item.payload))
+        item = self._expire(item_id)
+        if item is not None:
+            self._spawn(self._replay_on_node(item.payload))
 
     async def _replay_on_node(self, payload: dict[str, Any]) -> None:
         loop = asyncio.get_running_loop()

@@ -2,8 +2,10 @@
 
 Signatures are what the Cosmos SDK produces and accepts: ECDSA over SHA-256(message) with an
 RFC 6979 deterministic nonce, normalised to low-S (s <= n/2), encoded as 64 bytes r || s.
-Verification rejects high-S signatures, as the SDK does. Keys and signing use `ecdsa`;
-verification uses libsecp256k1 through `coincurve` (the same checks, ~70x faster).
+Verification rejects high-S signatures, as the SDK does. Keys use `ecdsa`; signing and
+verification use libsecp256k1 through `coincurve` (its default nonce is RFC 6979 and its
+signatures are low-S: byte for byte what `ecdsa` gives, checked against the vectors, ~20x
+faster).
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from functools import cached_property, lru_cache
 from typing import Any
 
 from ecdsa import MalformedPointError, SECP256k1, SigningKey, VerifyingKey
-from ecdsa.util import sigencode_string_canonize
 
 from gonka_cli.errors import InvalidPrivateKey, InvalidPublicKey
 
@@ -69,10 +70,14 @@ class PrivateKey:
     def sign_digest(self, digest: bytes) -> bytes:
         if len(digest) != 32:
             raise ValueError("digest must be 32 bytes")
-        signature: bytes = self._signing_key.sign_digest_deterministic(
-            digest, hashfunc=hashlib.sha256, sigencode=sigencode_string_canonize
-        )
-        return signature
+        # A recoverable signature is r || s || v: the compact form without v.
+        return bytes(self._coincurve.sign_recoverable(digest, hasher=None)[:SIGNATURE_SIZE])
+
+    @cached_property
+    def _coincurve(self) -> Any:
+        import coincurve
+
+        return coincurve.PrivateKey(self.to_bytes())
 
     def __repr__(self) -> str:
         return f"PrivateKey(<secret>, public_key={self.public_key.to_hex()})"

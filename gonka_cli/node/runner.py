@@ -395,8 +395,15 @@ def serve_forever(
 
     Returns the height at which it stopped.
     """
+    import gc
+
     node = Node(home, host=host, port=port, block_time_s=block_time_s)
     info = node.open()
+    # What start-up loaded (the compute stack: ~250k objects) lives as long as the process:
+    # out of the collector's sight, a full collection pauses the event loop for ~10-30 ms
+    # instead of ~130 ms.
+    gc.collect()
+    gc.freeze()
     on_ready(info)
     node.run()
     return node.stopped_height

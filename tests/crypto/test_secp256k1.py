@@ -392,3 +392,26 @@ def test_public_key_rejects_wrong_encoding(data: bytes) -> None:
 def test_public_key_from_hex_rejects_non_hex() -> None:
     with pytest.raises(InvalidPublicKey, match="not valid hex"):
         PublicKey.from_hex("zz" * 33)
+
+
+def test_libsecp256k1_signs_byte_for_byte_as_rfc6979_with_low_s() -> None:
+    """Signing goes through libsecp256k1: the same bytes as python-ecdsa's RFC 6979 + low-S."""
+    import hashlib as _hashlib
+    import random as _random
+
+    from ecdsa import SECP256k1 as _curve
+    from ecdsa import SigningKey as _SigningKey
+    from ecdsa.util import sigencode_string_canonize
+
+    from gonka_cli.crypto.secp256k1 import PrivateKey as _PrivateKey
+
+    rng = _random.Random(7)
+    for _ in range(200):
+        secret = rng.randbytes(32)
+        if not 0 < int.from_bytes(secret, "big") < _curve.order:
+            continue
+        digest = _hashlib.sha256(rng.randbytes(40)).digest()
+        reference = _SigningKey.from_string(secret, curve=_curve).sign_digest_deterministic(
+            digest, hashfunc=_hashlib.sha256, sigencode=sigencode_string_canonize
+        )
+        assert _PrivateKey(secret).sign_digest(digest) == reference

@@ -16,7 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from gonka_cli import __version__, settings
-from gonka_cli.cli import bench, node, wallet
+from gonka_cli.cli import bench, mine, node, wallet
 from gonka_cli.cli.output import one_line
 from gonka_cli.errors import GonkaError, InputError
 
@@ -80,6 +80,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+app.command(name="mine")(mine.mine)
 app.add_typer(wallet.app, name="wallet")
 app.add_typer(node.app, name="node")
 app.add_typer(bench.app, name="bench")

@@ -4,12 +4,15 @@ Every call but the public reads is signed with the caller's key for the node's i
 (`chain.signed_request`); the node's address is fetched once from `GET /v1/identity`. A
 refusal raises `RequestRefused` with the node's message and HTTP status; a node that cannot
 be reached raises `NodeUnreachable`. See docs/protocol.md for every endpoint.
+
+Given several URLs (a network profile's nodes), the client fails over: a node that cannot be
+reached makes the next one current, so the caller's retry goes there.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import requests
@@ -25,8 +28,14 @@ USER_AGENT = "gonka-cli"
 class NetworkClient:
     """The mining API of one node, as the holder of `key` (None: public reads only)."""
 
-    def __init__(self, url: str, key: PrivateKey | None = None, *, timeout_s: float = 10.0) -> None:
-        self.url = url.rstrip("/")
+    def __init__(
+        self, url: str | Sequence[str], key: PrivateKey | None = None, *, timeout_s: float = 10.0
+    ) -> None:
+        urls = [url] if isinstance(url, str) else list(url)
+        if not urls:
+            raise ValueError("a node URL is needed")
+        self.urls = [u.rstrip("/") for u in urls]
+        self.url = self.urls[0]
         self.key = key
         self.address = addr.address_from_pubkey(key.public_key.to_bytes()) if key else ""
         self.timeout_s = timeout_s
@@ -67,8 +76,10 @@ class NetworkClient:
                 stream=stream,
             )
         except requests.RequestException as exc:
+            url = self.url
+            self._fail_over()
             raise NodeUnreachable(
-                f"cannot reach the node at {self.url} ({type(exc).__name__}); is it running?"
+                f"cannot reach the node at {url} ({type(exc).__name__}); is it running?"
             ) from None
         if response.status_code >= 400:
             try:
@@ -89,6 +100,11 @@ class NetworkClient:
             raise NodeResponseError(
                 f"the node at {self.url} answered with something not JSON"
             ) from None
+
+    def _fail_over(self) -> None:
+        if len(self.urls) > 1:
+            self.url = self.urls[(self.urls.index(self.url) + 1) % len(self.urls)]
+            self._node_address = ""  # each node signs as itself
 
     def node_address(self) -> str:
         """The node's own address (the receiver of signed requests)."""

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import errno
 import logging
-import os
 import signal
 import socket
 import threading
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from gonka_cli.crypto.secp256k1 import PrivateKey
 from gonka_cli.errors import InputError, NodeError, NodeRunning, NodeStateError
+from gonka_cli.lockfile import LockFile
 from gonka_cli.node.genesis import (
     FAUCET_KEY,
     ChainParams,
@@ -73,34 +73,23 @@ class _HomeLock:
     """An exclusive lock on the node home, released by the OS if the process dies."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd: int | None = None
+        self._lock = LockFile(path)
 
     def acquire(self) -> None:
         try:
-            import fcntl
-        except ImportError:  # Windows: no advisory locks; run one node per home by hand
-            return
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            taken = self._lock.acquire()
         except OSError as exc:
             raise NodeError(
-                f"cannot lock {self.path} ({exc.strerror}); is the node's home writable?"
+                f"cannot lock {self._lock.path} ({exc.strerror}); is the node's home writable?"
             ) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
+        if not taken:
             raise NodeRunning(
-                f"another node is already running with home {self.path.parent}; stop it first "
-                "or use another --home"
-            ) from None
-        self._fd = fd
+                f"another node is already running with home {self._lock.path.parent}; "
+                "stop it first or use another --home"
+            )
 
     def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self._lock.release()
 
 
 def bind(host: str, port: int) -> socket.socket:

@@ -375,15 +375,7 @@ class Miner:
         try:
             self.poc_model = str(epoch["poc"]["model"])
             self.models = sorted({self.poc_model, *self.config.models})
-            self.client.register(self.models, [_device_info(d) for d in self.config.devices])
-            self._emit(
-                "registered",
-                address=self.address,
-                node=self.client.url,
-                models=self.models,
-                devices=[d.id for d in self.config.devices],
-                state_dir=str(self.state.directory),
-            )
+            self._register()
             self._read_balance(first=True)
             self._start_workers()
             self._threads = [
@@ -887,16 +879,23 @@ class Miner:
             for item in work.get("items", []):
                 self._take_item(item)
 
+    def _register(self, again: bool = False) -> None:
+        assert self.state is not None
+        self.client.register(self.models, [_device_info(d) for d in self.config.devices])
+        self._emit(
+            "registered",
+            address=self.address,
+            node=self.client.url,
+            models=self.models,
+            devices=[d.id for d in self.config.devices],
+            state_dir=str(self.state.directory),
+            again=again,
+        )
+
     def _register_again(self) -> None:
+        """The node forgot this participant (a new home): register it again."""
         try:
-            self.client.register(self.models, [_device_info(d) for d in self.config.devices])
-            self._emit(
-                "registered",
-                address=self.address,
-                node=self.client.url,
-                models=self.models,
-                again=True,
-            )
+            self._register(again=True)
         except GonkaError as exc:
             log.warning("registering again failed: %s", exc)
 

@@ -141,34 +141,40 @@ class _Runner:
         )
 
     def inference(self, item: dict[str, Any]) -> dict[str, Any]:
-        from gonka_cli.compute.inference import generate
-
-        answer = generate(
-            self.model(item["model"]),
-            item["prompt_tokens"],
-            item["max_tokens"],
-            temperature=item["temperature"],
-            top_p=item["top_p"],
-            seed=item["seed"],
-            top_k_logprobs=item.get("top_logprobs", 5),
-        ).to_dict()
-        return {
-            "tokens": answer["tokens"],
-            "top_logprobs": answer["top_logprobs"],
-            "finish_reason": answer["finish_reason"],
-        }
+        return run_inference(self.model(item["model"]), item)
 
     def validation(self, item: dict[str, Any]) -> dict[str, Any]:
-        from gonka_cli.compute.inference import replay
+        return run_validation(self.model(item["model"]), item)
 
-        result = replay(
-            self.model(item["model"]),
-            item["prompt_tokens"],
-            item["tokens"],
-            item["top_logprobs"],
-            item["threshold"],
-        )
-        return {"passed": result.passed, "similarity": result.similarity}
+
+def run_inference(model: Any, item: dict[str, Any]) -> dict[str, Any]:
+    """The result body of an inference work item: tokens, top logprobs, finish reason."""
+    from gonka_cli.compute.inference import generate
+
+    answer = generate(
+        model,
+        item["prompt_tokens"],
+        item["max_tokens"],
+        temperature=item["temperature"],
+        top_p=item["top_p"],
+        seed=item["seed"],
+        top_k_logprobs=item.get("top_logprobs", 5),
+    ).to_dict()
+    return {
+        "tokens": answer["tokens"],
+        "top_logprobs": answer["top_logprobs"],
+        "finish_reason": answer["finish_reason"],
+    }
+
+
+def run_validation(model: Any, item: dict[str, Any]) -> dict[str, Any]:
+    """The result body of a validation work item: the replay's verdict and similarity."""
+    from gonka_cli.compute.inference import replay
+
+    result = replay(
+        model, item["prompt_tokens"], item["tokens"], item["top_logprobs"], item["threshold"]
+    )
+    return {"passed": result.passed, "similarity": result.similarity}
 
 
 # --- the miner's side ------------------------------------------------------------------------

@@ -7,10 +7,8 @@ fault can be placed inside one.
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
 from gonka_cli.compute.artifacts import parse_leaf
 from gonka_cli.compute.mmr import MMR
@@ -28,7 +25,7 @@ from gonka_cli.node.genesis import ChainParams, init_home
 from tests.conftest import StartNode, node_url
 from tests.miner.helpers import GNK, MinerProcess, make_wallet, mining_network
 from tests.node.helpers import account
-from tests.node.test_durability import free_port, node_start
+from tests.node.test_durability import NodeProcess, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -151,41 +148,13 @@ def test_kill_9_mid_generate_loses_nothing(
     assert requester.answers, requester.errors
 
 
-class NodeProcess:
-    """`gonka node start` on a fixed port, so that it can come back where it was."""
-
-    def __init__(self, home: Path, gonka_home: Path, port: int) -> None:
-        self.url = f"http://127.0.0.1:{port}"
-        self.proc = subprocess.Popen(
-            node_start(home, port),
-            env={**os.environ, "GONKA_HOME": str(gonka_home)},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.proc.communicate()
-            try:
-                requests.get(self.url + "/v1/identity", timeout=1)
-                return
-            except requests.ConnectionError:
-                time.sleep(0.05)
-        raise AssertionError("the node did not start")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.communicate(timeout=30)
-
-
 def test_the_node_away_for_20_s_mid_epoch(
     tmp_path: Path, gonka_home: Path, processes: list[MinerProcess]
 ) -> None:
     home = tmp_path / "node"
     init_home(home, params=ChainParams(block_time_s=0.1), network=long_generate())
     port = free_port()
-    node = NodeProcess(home, tmp_path / "node-gonka-home", port)
+    node = NodeProcess(home, tmp_path / "node-gonka-home", port=port)
     try:
         make_wallet(gonka_home)
         miner = MinerProcess(gonka_home, "--node", node.url, "--devices", "cpu")
@@ -196,7 +165,7 @@ def test_the_node_away_for_20_s_mid_epoch(
         miner.wait_event("node_unreachable", timeout=10)
         time.sleep(20)
         assert miner.proc.poll() is None  # still running, retrying
-        node = NodeProcess(home, tmp_path / "node-gonka-home", port)
+        node = NodeProcess(home, tmp_path / "node-gonka-home", port=port)
         miner.wait_event("node_reachable", timeout=30)
         # The chain made no block while it was away: the same generate phase goes on, and
         # what the miner computed meanwhile is committed.
@@ -259,9 +228,10 @@ def test_two_miners_share_one_node(
     epochs = [{e["epoch"]: e["weight"] for e in m.of("poc_accepted")} for m in miners]
     common = sorted(set(epochs[0]) & set(epochs[1]))
     assert common, epochs
-    epoch = common[0]
+    epoch = common[-1]  # the miners keep the MMRs of their last epochs only
     leaves = []
     for directory in dirs:
+        assert (directory / f"epoch-{epoch}.mmr").exists()
         with MMR(directory / f"epoch-{epoch}.mmr") as mmr:
             leaves.append([parse_leaf(mmr.leaf(i)) for i in range(mmr.count)])
     for found, weights in zip(leaves, epochs, strict=True):

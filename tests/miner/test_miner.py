@@ -25,6 +25,7 @@ from gonka_cli.miner.miner import (
 )
 from tests.conftest import StartNode, node_url
 from tests.miner.helpers import mining_network
+from tests.node.test_mining import wait_for
 
 
 class SwitchableTemperature(Telemetry):
@@ -36,16 +37,6 @@ class SwitchableTemperature(Telemetry):
 
     def read(self, device: MiningDevice) -> DeviceReading:
         return DeviceReading(temperature_c=92.0 if self.hot.is_set() else 61.0, power_w=250.0)
-
-
-def wait_for(check: Any, timeout: float = 60.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ from gonka_cli.compute.validation import build_answers
 from gonka_cli.crypto.secp256k1 import PrivateKey
 from gonka_cli.errors import GonkaError
 from gonka_cli.miner.client import NetworkClient
+from gonka_cli.miner.worker import run_inference, run_validation
 
 log = logging.getLogger(__name__)
 
@@ -146,37 +147,15 @@ class TestParticipant:
         self.done.append({"item": item, "result": self.client.result(item["id"], body)})
 
     def infer(self, item: dict[str, Any]) -> dict[str, Any]:
-        from gonka_cli.compute.inference import generate
         from gonka_cli.compute.models import load_model
 
-        model = load_model(item["model"])
-        gen = generate(
-            model,
-            item["prompt_tokens"],
-            item["max_tokens"],
-            temperature=item["temperature"],
-            top_p=item["top_p"],
-            seed=item["seed"],
-        )
-        answer = gen.to_dict()
+        answer = run_inference(load_model(item["model"]), item)
         if self.alter_tokens:
             # Swap every token for another byte: the text a lazy host would make up.
             answer["tokens"] = [(t + 1) % 256 for t in answer["tokens"]]
-        return {
-            "tokens": answer["tokens"],
-            "top_logprobs": answer["top_logprobs"],
-            "finish_reason": answer["finish_reason"],
-        }
+        return answer
 
     def replay(self, item: dict[str, Any]) -> dict[str, Any]:
-        from gonka_cli.compute.inference import replay
         from gonka_cli.compute.models import load_model
 
-        result = replay(
-            load_model(item["model"]),
-            item["prompt_tokens"],
-            item["tokens"],
-            item["top_logprobs"],
-            item["threshold"],
-        )
-        return {"passed": result.passed, "similarity": result.similarity}
+        return run_validation(load_model(item["model"]), item)

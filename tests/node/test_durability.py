@@ -58,8 +58,10 @@ def node_start(home: Path, port: int, *extra: str) -> list[str]:
 class NodeProcess:
     """`python -m gonka_cli node start` in a subprocess."""
 
-    def __init__(self, home: Path, gonka_home: Path, block_time: str = "100ms") -> None:
-        self.port = free_port()
+    def __init__(
+        self, home: Path, gonka_home: Path, block_time: str = "100ms", port: int | None = None
+    ) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
             node_start(home, self.port, "--block-time", block_time),

@@ -50,8 +50,14 @@ def join_or_start(url: str, home: Path) -> tuple[Node | None, str]:
             f"no devnet node answers at {url}, and gonka can only start one on this machine "
             "(a 127.0.0.1 URL with a port); start that node, or fix the devnet profile"
         )
+    import torch
+
     from gonka_cli.node.runner import Node
 
+    # The node recomputes sampled artifacts in this process while the device workers compute
+    # theirs: two torch thread pools on the same cores slow each other down many times over.
+    # One thread leaves the cores to the workers (this process computes nothing else).
+    torch.set_num_threads(1)
     node = Node(home, host=host, port=port)
     info = node.start()
     log.info("started the devnet node at %s (home %s)", info.url, info.home)

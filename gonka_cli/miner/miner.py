@@ -451,15 +451,19 @@ class Miner:
         with self._cond:
             job = self._job
             self._cond.notify_all()
-        # Let the devices finish what they hold (their artifacts are appended and committed).
-        limit = time.monotonic() + 10
-        while any(w.in_flight and w.alive for w in self.workers) and time.monotonic() < limit:
+        # Let the devices finish the work items they hold (their results are owed); a PoC
+        # chunk in flight is dropped: its nonces are reserved, so none is ever computed twice.
+        limit = time.monotonic() + 5
+        while time.monotonic() < limit and any(
+            w.alive and any(t.kind != POC for t in list(w.in_flight.values())) for w in self.workers
+        ):
             time.sleep(0.02)
         if job is not None and job.active:
             self._stop_job(job, seen_end=False)
         for worker in self.workers:
-            worker.stop()
+            worker.stop(timeout_s=2.0)
         self._read_balance()
+        self._check_verdicts()
         # A last delivery of what is queued: a commit that does not reach the node now is
         # sent by the next run (the outbox keeps it).
         self._last_delivery.set()
@@ -498,6 +502,9 @@ class Miner:
             "device_ready",
             device=worker.device_id,
             pid=worker.pid,
+            backend=worker.info.get("backend"),
+            batch_size=worker.info.get("batch_size"),
+            rates=worker.info.get("rates"),
             seconds=round(time.monotonic() - worker.started_at, 3),
         )
 

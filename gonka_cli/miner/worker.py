@@ -21,7 +21,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,10 +62,10 @@ def worker_main(conn: Any, torch_device: str, models: list[str], poc_model: str)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         runner = _Runner(torch_device)
-        runner.model(poc_model)
+        engine = runner.engine(poc_model)
         for name in models:
             runner.model(name)
-        conn.send(("ready", {"pid": os.getpid()}))
+        conn.send(("ready", {"pid": os.getpid(), **engine.to_dict()}))
     except Exception as exc:
         _send_quietly(conn, ("fatal", f"{type(exc).__name__}: {' '.join(str(exc).split())}"))
         return
@@ -92,6 +92,18 @@ def worker_main(conn: Any, torch_device: str, models: list[str], poc_model: str)
             return
 
 
+def _poc_rate(engine: PocEngine, min_time_s: float = 0.5) -> float:
+    """Nonces per second of `engine` on this device, after a warm-up call."""
+    seed, pubkey = "00" * 32, "02" + "00" * 32
+    nonces = list(range(engine.batch_size * 2))
+    engine.compute(seed, pubkey, nonces)
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < min_time_s:
+        engine.compute(seed, pubkey, nonces)
+        done += len(nonces)
+    return done / (time.perf_counter() - started)
+
+
 def _send_quietly(conn: Any, message: tuple[Any, ...]) -> bool:
     try:
         conn.send(message)
@@ -100,13 +112,31 @@ def _send_quietly(conn: Any, message: tuple[Any, ...]) -> bool:
     return True
 
 
+@dataclass
+class PocEngine:
+    """How a device computes PoC chunks: the backend, its batch size and the measured rates
+    (nonces/s) when both backends were timed."""
+
+    backend: str
+    batch_size: int
+    compute: Callable[[str, str, Sequence[int]], list[bytes]]
+    rates: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "batch_size": self.batch_size,
+            "rates": {k: round(v, 1) for k, v in self.rates.items()},
+        }
+
+
 class _Runner:
     """The models of one device, loaded once, and the three kinds of task."""
 
     def __init__(self, torch_device: str) -> None:
         self.torch_device = torch_device
         self._models: dict[str, Any] = {}
-        self._batch: dict[tuple[str, int], int] = {}
+        self._engines: dict[tuple[str, int], PocEngine] = {}
 
     def model(self, name: str) -> Any:
         if name not in self._models:
@@ -124,21 +154,55 @@ class _Runner:
             return self.validation(payload)
         raise ValueError(f"unknown task kind {kind!r}")
 
-    def poc(self, p: dict[str, Any]) -> list[bytes]:
+    def engine(self, name: str, seq_len: int | None = None) -> PocEngine:
+        """The PoC engine of model `name`: torch, or onnxruntime when its graph is already
+        exported (by `gonka bench run`) and it computes faster on this device, as timed here."""
         from gonka_cli.compute.poc import PocInputParams, choose_batch_size, compute_artifacts
 
-        model = self.model(p["model"])
-        key = (p["model"], p["seq_len"])
-        if key not in self._batch:
-            self._batch[key] = choose_batch_size(model, p["seq_len"])
-        return compute_artifacts(
-            model,
-            p["seed"],
-            p["pubkey"],
-            range(p["first"], p["first"] + p["count"]),
-            params=PocInputParams(seq_len=p["seq_len"]),
-            batch_size=self._batch[key],
-        )
+        model = self.model(name)
+        length = model.spec.poc_seq_len if seq_len is None else seq_len
+        key = (name, length)
+        if key in self._engines:
+            return self._engines[key]
+        params = PocInputParams(seq_len=length)
+        batch = choose_batch_size(model, length)
+
+        def on_torch(seed: str, pubkey: str, nonces: Sequence[int]) -> list[bytes]:
+            return compute_artifacts(model, seed, pubkey, nonces, params=params, batch_size=batch)
+
+        engine = PocEngine("torch", batch, on_torch)
+        onnx = self._onnx_engine(model, length, batch)
+        if onnx is not None:
+            rates = {e.backend: _poc_rate(e) for e in (engine, onnx)}
+            if rates["onnxruntime"] > rates["torch"]:
+                engine = onnx
+            engine.rates = rates
+        self._engines[key] = engine
+        return engine
+
+    def _onnx_engine(self, model: Any, seq_len: int, batch: int) -> PocEngine | None:
+        from gonka_cli.compute import onnx_backend
+
+        spec = model.spec
+        if seq_len != spec.poc_seq_len:
+            return None  # the graph is exported for the model's own length
+        if not onnx_backend.model_path(spec.name, "poc", model.fingerprint).exists():
+            return None  # exporting here would hold the device up for seconds to minutes
+        try:
+            onnx = onnx_backend.OnnxModel(spec.name, self.torch_device)
+            onnx.session("poc")
+        except Exception as exc:  # onnxruntime's own errors derive from Exception only
+            log.info("onnxruntime unusable for %s: %s", spec.name, exc)
+            return None
+
+        def on_onnx(seed: str, pubkey: str, nonces: Sequence[int]) -> list[bytes]:
+            return onnx_backend.compute_artifacts(onnx, seed, pubkey, nonces, batch_size=batch)
+
+        return PocEngine("onnxruntime", batch, on_onnx)
+
+    def poc(self, p: dict[str, Any]) -> list[bytes]:
+        engine = self.engine(p["model"], p["seq_len"])
+        return engine.compute(p["seed"], p["pubkey"], range(p["first"], p["first"] + p["count"]))
 
     def inference(self, item: dict[str, Any]) -> dict[str, Any]:
         return run_inference(self.model(item["model"]), item)
@@ -209,6 +273,8 @@ class DeviceWorker:
         self._lock = threading.Lock()
         self.in_flight: dict[int, Task] = {}
         self.ready = False
+        #: What the process said when ready: its pid and PoC engine (`PocEngine.to_dict`).
+        self.info: dict[str, Any] = {}
         self.pid: int | None = None
         self._process: Any = None
         self._conn: Any = None
@@ -263,6 +329,7 @@ class DeviceWorker:
                 break
             kind = message[0]
             if kind == "ready":
+                self.info = dict(message[1])
                 self.ready = True
                 self._on_ready(self)
             elif kind == "fatal":

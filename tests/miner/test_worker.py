@@ -237,3 +237,51 @@ def test_a_worker_that_cannot_start_says_why() -> None:
     _, why = rec.exits[0]
     assert why.startswith("DeviceUnavailable") and "CUDA" in why
     assert not rec.ready.is_set()
+
+
+def test_the_backend_is_torch_unless_an_onnx_export_is_cached(
+    worker: tuple[DeviceWorker, Recorder],
+) -> None:
+    w, _ = worker
+    assert w.info["backend"] == "torch" and w.info["rates"] == {}
+    assert w.info["batch_size"] >= 1
+
+
+@pytest.mark.slow
+def test_with_a_cached_export_the_faster_backend_mines() -> None:
+    from gonka_cli.compute import onnx_backend
+    from gonka_cli.compute.artifacts import artifact_distance
+
+    onnx_backend.export("gonka-tiny", "poc")  # what `gonka bench run` leaves in the cache
+    rec = Recorder()
+    w = DeviceWorker(
+        "cpu",
+        "cpu",
+        [],
+        "gonka-tiny",
+        on_done=rec.on_done,
+        on_failed=rec.on_failed,
+        on_exit=rec.on_exit,
+        on_ready=rec.on_ready,
+    )
+    w.start()
+    try:
+        assert rec.ready.wait(120)
+        rates = w.info["rates"]
+        assert set(rates) == {"torch", "onnxruntime"} and min(rates.values()) > 0
+        assert w.info["backend"] == max(rates, key=rates.get)
+        task = poc_task(0, 32)
+        w.submit(task)
+        rec.wait(lambda: task.id in rec.done)
+    finally:
+        w.stop()
+    model = load_model("gonka-tiny")
+    reference = compute_artifacts(model, SEED, PUBKEY, list(range(32)))
+    # Either backend's artifacts validate against the torch reference.
+    assert (
+        max(
+            artifact_distance(a, b)
+            for a, b in zip(rec.done[task.id].result, reference, strict=True)
+        )
+        < 0.01
+    )

@@ -29,7 +29,7 @@ Metrics (all prefixed `gonka_miner_`; a counter's samples end in `_total`):
 
 - per device, labels `device` (its id) and `name`: gauges `device_nonces_per_second`,
   `device_temperature_celsius`, `device_power_watts`, `device_utilization_ratio` (0..1),
-  `device_restarts`; counter `device_nonces`; and `device_state` (labels `device`, `state`),
+  counters `device_nonces` and `device_restarts`; and `device_state` (labels `device`, `state`),
   1 for the device's state and 0 for the other known states;
 - totals: counters `nonces`, `proofs_answered`, `inference_tasks`, `validations`, `accepted`
   and `rejected` (label `reason`, one sample per reason in `totals.rejections`: with no
@@ -83,7 +83,6 @@ _DEVICE_GAUGES: tuple[tuple[str, str, str, float], ...] = (
     ("temperature_c", "device_temperature_celsius", "Temperature of the device.", 1),
     ("power_w", "device_power_watts", "Power drawn by the device.", 1),
     ("utilization_pct", "device_utilization_ratio", "Busy fraction of the device (0-1).", 0.01),
-    ("restarts", "device_restarts", "Times the device's worker was restarted.", 1),
 )
 # (key in "totals", metric name without prefix, help) for the total counters.
 _TOTAL_COUNTERS: tuple[tuple[str, str, str], ...] = (
@@ -157,6 +156,11 @@ class _SnapshotCollector:
         nonces = CounterMetricFamily(
             PREFIX + "device_nonces", "Nonces computed on the device.", labels=["device", "name"]
         )
+        restarts = CounterMetricFamily(
+            PREFIX + "device_restarts",
+            "Times the device's worker was restarted.",
+            labels=["device", "name"],
+        )
         state = GaugeMetricFamily(
             PREFIX + "device_state",
             "1 for the device's current state, 0 for the other states.",
@@ -169,11 +173,14 @@ class _SnapshotCollector:
             value = _number(device.get("nonces"), "device_nonces")
             if value is not None:
                 nonces.add_metric(labels, value)
+            value = _number(device.get("restarts"), "device_restarts")
+            if value is not None:
+                restarts.add_metric(labels, value)
             current = device.get("state")
             if isinstance(current, str) and current:
                 for name in _one_of(DEVICE_STATES, current):
                     state.add_metric([labels[0], name], 1.0 if name == current else 0.0)
-        families += [nonces, state]
+        families += [nonces, restarts, state]
 
         for key, name, help_text in _TOTAL_COUNTERS:
             counter = CounterMetricFamily(PREFIX + name, help_text)

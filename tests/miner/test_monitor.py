@@ -125,8 +125,8 @@ def test_metrics_expose_the_snapshot(serve: Any) -> None:
     assert value(samples, "gonka_miner_device_temperature_celsius", **gpu) == 61
     assert value(samples, "gonka_miner_device_power_watts", **gpu) == 250.0
     assert value(samples, "gonka_miner_device_utilization_ratio", **gpu) == pytest.approx(0.97)
-    assert value(samples, "gonka_miner_device_restarts", **gpu) == 2
-    assert value(samples, "gonka_miner_device_restarts", **cpu) == 0
+    assert value(samples, "gonka_miner_device_restarts_total", **gpu) == 2
+    assert value(samples, "gonka_miner_device_restarts_total", **cpu) == 0
     assert value(samples, "gonka_miner_device_nonces_total", **gpu) == 1234
     assert value(samples, "gonka_miner_device_nonces_total", **cpu) == 10
     # The CPU's unknown temperature, power and utilization have no sample at all.

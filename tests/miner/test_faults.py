@@ -209,15 +209,21 @@ def test_two_miners_share_one_node(
             "--devices",
             "cpu",
             "--duration",
-            "26",
+            "32",
             # Two miners share this machine's cores: one torch thread each.
             env={"OMP_NUM_THREADS": "1"},
         )
         for name in ("alpha", "beta")
     ]
     processes.extend(miners)
-    for m in miners:
-        m.wait_event("commit", timeout=60)
+
+    # Requests go to participants in proportion to 1 + their last accepted weight: wait until
+    # both have some in one same epoch, so that both get a share.
+    def weighed_together() -> set[int]:
+        first, second = ({e["epoch"] for e in m.of("poc_accepted")} for m in miners)
+        return first & second
+
+    miners[0].wait_for(weighed_together, 60, "both miners accepted in one epoch")
     client = NetworkClient(url, REQUESTER.key, timeout_s=60)
     for seed in range(16):
         client.chat("gonka-tiny", HELLO, max_tokens=6, seed=seed)

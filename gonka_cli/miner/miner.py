@@ -222,7 +222,6 @@ class Miner:
         if not config.devices:
             raise MinerError("no device to mine on")
         self.client = client
-        self.key = key
         self.pubkey_hex = key.public_key.to_hex()
         self.address = client.address
         self.data_dir = data_dir

@@ -49,6 +49,19 @@ class Recorder:
     def on_ready(self, _: DeviceWorker) -> None:
         self.ready.set()
 
+    def worker(self, device_id: str, torch_device: str, models: list[str]) -> DeviceWorker:
+        """A worker for the PoC model gonka-tiny whose callbacks land here."""
+        return DeviceWorker(
+            device_id,
+            torch_device,
+            models,
+            "gonka-tiny",
+            on_done=self.on_done,
+            on_failed=self.on_failed,
+            on_exit=self.on_exit,
+            on_ready=self.on_ready,
+        )
+
     def wait(self, check: Any, timeout: float = 60.0) -> None:
         with self.changed:
             assert self.changed.wait_for(check, timeout=timeout)
@@ -57,16 +70,7 @@ class Recorder:
 @pytest.fixture
 def worker() -> Iterator[tuple[DeviceWorker, Recorder]]:
     recorder = Recorder()
-    w = DeviceWorker(
-        "cpu",
-        "cpu",
-        ["gonka-tiny"],
-        "gonka-tiny",
-        on_done=recorder.on_done,
-        on_failed=recorder.on_failed,
-        on_exit=recorder.on_exit,
-        on_ready=recorder.on_ready,
-    )
+    w = recorder.worker("cpu", "cpu", ["gonka-tiny"])
     w.start()
     assert recorder.ready.wait(60)
     yield w, recorder
@@ -219,16 +223,7 @@ def test_a_worker_exits_when_the_miner_is_killed(tmp_path: Any) -> None:
 
 def test_a_worker_that_cannot_start_says_why() -> None:
     rec = Recorder()
-    w = DeviceWorker(
-        "gpu:7",
-        "cuda:7",
-        ["gonka-tiny"],
-        "gonka-tiny",
-        on_done=rec.on_done,
-        on_failed=rec.on_failed,
-        on_exit=rec.on_exit,
-        on_ready=rec.on_ready,
-    )
+    w = rec.worker("gpu:7", "cuda:7", ["gonka-tiny"])
     w.start()
     try:
         rec.wait(lambda: rec.exits)
@@ -254,16 +249,7 @@ def test_with_a_cached_export_the_faster_backend_mines() -> None:
 
     onnx_backend.export("gonka-tiny", "poc")  # what `gonka bench run` leaves in the cache
     rec = Recorder()
-    w = DeviceWorker(
-        "cpu",
-        "cpu",
-        [],
-        "gonka-tiny",
-        on_done=rec.on_done,
-        on_failed=rec.on_failed,
-        on_exit=rec.on_exit,
-        on_ready=rec.on_ready,
-    )
+    w = rec.worker("cpu", "cpu", [])
     w.start()
     try:
         assert rec.ready.wait(120)

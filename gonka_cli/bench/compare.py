@@ -10,12 +10,12 @@ lacks the figure or the figure is not a rate.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gonka_cli.bench.results import load_result
+from gonka_cli.validate import is_number
 
 __all__ = ["COMPARE_SCHEMA", "Comparison", "ComparisonRow", "compare_files", "compare_results"]
 
@@ -57,10 +57,7 @@ class Comparison:
 
 
 def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
+    return float(value) if is_number(value) else None
 
 
 def _text(value: Any) -> str:
@@ -178,12 +175,13 @@ def compare_results(
         )
     share_a = a.get("share") or {}
     share_b = b.get("share") or {}
-    wa, wb = _number(share_a.get("weight")), _number(share_b.get("weight"))
+    # The rate the share was estimated from (runs saved before it was recorded: N/A).
+    wa, wb = _number(share_a.get("nonces_per_minute")), _number(share_b.get("nonces_per_minute"))
     if wa is not None or wb is not None:
         rows.append(
             ComparisonRow(
                 "share",
-                "weight",
+                "nonces_per_minute",
                 "nonces/min",
                 wa,
                 wb,

@@ -10,8 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from typing import Any
 from gonka_cli.bench.share import ShareEstimate
 from gonka_cli.bench.tuner import SweepPoint
 from gonka_cli.errors import InputError
+from gonka_cli.storage import atomic_write
 
 __all__ = [
     "RUN_SCHEMA",
@@ -189,24 +188,15 @@ class BenchResult:
 
 
 def save_result(path: Path, data: dict[str, Any]) -> None:
-    """Write `data` as JSON to `path` atomically (temp file, fsync, rename)."""
+    """Write `data` as JSON to `path` atomically (`storage.atomic_write`)."""
     path = path.expanduser()
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise InputError(f"cannot save to {path}: directory {directory} does not exist")
     text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
     try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+        atomic_write(path, text)
     except OSError as exc:
-        raise InputError(f"cannot save to {path}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise InputError(f"cannot save to {path}: {exc.strerror or exc}") from None
 
 

@@ -1,15 +1,20 @@
-"""The estimated share: this machine's PoC rate as a weight, against the network's total.
+"""The estimated share: this machine's PoC weight, in the network's unit, against its total.
 
-A host's weight in an epoch grows with the nonces it proves during the PoC stage, so the
-measured nonces per minute stand for this host's weight. The network's current total weight
-comes from a node's `GET /v1/epochs/current/participants` (the participants of the current
-epoch and their weights). The share if this host joined is `w / (W + w)`.
+A participant's weight is a count: the nonces it proved (and that validation accepted) in one
+epoch's PoC generate phase, with the epoch's PoC model. The bench measures nonces per minute.
+The two compare only through the length of the generate phase and on the same model, so the
+share is estimated only when a node says both (`GET /v1/epochs/current` on a gonka node: the
+PoC model, the generate phase's heights and the block time): this host's weight is then
+`w = nonces_per_minute / 60 × generate_phase_s`, the network's total weight `W` comes from
+`GET /v1/epochs/current/participants`, and the share if this host joined is `w / (W + w)`.
 
-This is optional: when no node answers, or the node has no such endpoint, or its answer is
-not a participant list, the share is "unknown" with the reason; it never fails a benchmark.
-Accepted answers: `{"participants": [{"weight": N, ...}, ...]}`, optionally with
-`"total_weight"` and `"weight_epoch"` (as `gonka node` serves it, docs/protocol.md), or the same
-list under `"active_participants"` (Gonka's API); weights are integers or decimal strings.
+Otherwise the share is "unknown" with the reason, never a figure in mixed units: no node asked
+or answering, a participants answer that is not one, no accepted weight yet, a node that does
+not say its generate phase (Gonka's own API), or a PoC model this run did not measure. It never
+fails a benchmark. Accepted participants answers: `{"participants": [{"weight": N, ...}, ...]}`,
+optionally with `"total_weight"` and `"weight_epoch"` (as `gonka node` serves it,
+docs/protocol.md), or the same list under `"active_participants"` (Gonka's API); weights are
+integers or decimal strings.
 """
 
 from __future__ import annotations
@@ -17,14 +22,24 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from gonka_cli.validate import is_int, is_number
+
 log = logging.getLogger(__name__)
 
-__all__ = ["PARTICIPANTS_PATH", "NetworkWeight", "ShareEstimate", "estimate_share", "fetch_weight"]
+__all__ = [
+    "PARTICIPANTS_PATH",
+    "NetworkWeight",
+    "PocRound",
+    "ShareEstimate",
+    "estimate_share",
+    "fetch_weight",
+    "poc_round",
+]
 
 PARTICIPANTS_PATH = "/v1/epochs/current/participants"
 TIMEOUT_S = 3.0
@@ -41,12 +56,27 @@ class NetworkWeight:
 
 
 @dataclass(frozen=True)
+class PocRound:
+    """What a gonka node says about its epochs' PoC: the model and the generate phase."""
+
+    model: str
+    generate_phase_s: float
+
+
+@dataclass(frozen=True)
 class ShareEstimate:
-    """`status` is "estimated" (the share is known) or "unknown" (see `reason`)."""
+    """`status` is "estimated" (the share is known) or "unknown" (see `reason`).
+
+    `nonces_per_minute` is the measured rate of `model` (summed over the devices); `weight` is
+    what the network would count for it: the nonces of one `generate_phase_s` generate phase
+    (None unless the node gave the phase), the unit of `network_total_weight`.
+    """
 
     status: str
     reason: str
     model: str | None = None
+    nonces_per_minute: float | None = None
+    generate_phase_s: float | None = None
     weight: float | None = None
     network_total_weight: int | None = None
     participants: int | None = None
@@ -65,7 +95,7 @@ class WeightUnavailable(Exception):
 def _weight(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError("a boolean is not a weight")
-    if isinstance(value, int):
+    if is_int(value):
         number = value
     elif isinstance(value, str):
         try:
@@ -169,7 +199,7 @@ def fetch_weight(urls: Sequence[str], timeout_s: float = TIMEOUT_S) -> NetworkWe
     raise WeightUnavailable("; ".join(reasons) or "no node to ask")
 
 
-def poc_round(url: str, timeout_s: float = TIMEOUT_S) -> tuple[str, float] | None:
+def poc_round(url: str, timeout_s: float = TIMEOUT_S) -> PocRound | None:
     """The PoC model of a gonka node's current epoch and the seconds its generate phase
     lasts (`GET /v1/epochs/current`), or None when the node does not say."""
     import requests
@@ -177,48 +207,80 @@ def poc_round(url: str, timeout_s: float = TIMEOUT_S) -> tuple[str, float] | Non
     try:
         data = requests.get(url + "/v1/epochs/current", timeout=timeout_s).json()
         generate = data["phases"]["generate"]
-        blocks = int(generate["end_height"]) - int(generate["start_height"]) + 1
-        seconds = blocks * float(data["block_time_s"])
+        start, end = generate["start_height"], generate["end_height"]
+        block_time_s = data["block_time_s"]
         model = data["poc"]["model"]
     except (requests.RequestException, ValueError, KeyError, TypeError):
         return None
-    if not isinstance(model, str) or not seconds > 0:
+    if not (is_int(start) and is_int(end) and is_number(block_time_s) and isinstance(model, str)):
         return None
-    return model, seconds
+    seconds = (end - start + 1) * float(block_time_s)
+    if not seconds > 0:
+        return None
+    return PocRound(model, seconds)
 
 
 def estimate_share(
-    weight: float | None,
-    model: str | None,
+    rates: Mapping[str, float],
     network: NetworkWeight | None,
+    poc: PocRound | None = None,
     reason: str = "",
-    basis: str = "nonces/min",
 ) -> ShareEstimate:
-    """Combine this host's weight with the network's total; `basis` says what the weight
-    counts (the nonces of one generate phase on a gonka node, else nonces per minute)."""
-    if weight is None or weight <= 0:
-        return ShareEstimate("unknown", reason or "no PoC rate was measured", model)
-    if network is None:
-        return ShareEstimate("unknown", reason or "the network's weight is unknown", model, weight)
-    if network.total_weight == 0:
+    """This host's share of the network's weight, if it joined (see the module docstring).
+
+    `rates` holds the measured nonces per minute by model (this host's devices summed), the
+    model a miner would use last (the largest); `network` is the node's total weight, `poc`
+    its PoC model and generate phase; `reason` says why `network` is None.
+    """
+    measured = {m: r for m, r in rates.items() if r and r > 0}
+    if not measured:
+        return ShareEstimate("unknown", "no PoC rate was measured")
+    model = list(measured)[-1]
+    if poc is not None and poc.model in measured:
+        model = poc.model
+    rate = measured[model]
+
+    def unknown(why: str) -> ShareEstimate:
         return ShareEstimate(
             "unknown",
-            f"the network has no accepted weight yet ({network.participants} participants; "
-            "no epoch validated)",
+            why,
             model,
-            weight,
-            0,
-            network.participants,
-            network.epoch,
-            None,
-            network.node_url,
+            rate,
+            None if poc is None else poc.generate_phase_s,
+            network_total_weight=None if network is None else network.total_weight,
+            participants=None if network is None else network.participants,
+            epoch=None if network is None else network.epoch,
+            node_url=None if network is None else network.node_url,
         )
+
+    if network is None:
+        return unknown(reason or "the network's weight is unknown")
+    if network.total_weight == 0:
+        return unknown(
+            f"the network has no accepted weight yet ({network.participants} participants; "
+            "no epoch validated)"
+        )
+    if poc is None:
+        return unknown(
+            f"{network.node_url} does not say how long its PoC generate phase lasts "
+            "(GET /v1/epochs/current): weights count the nonces of one generate phase, so "
+            "nonces per minute cannot be compared with them"
+        )
+    if poc.model not in measured:
+        return unknown(
+            f"the network's PoC model is {poc.model}, which this run did not measure; "
+            f"pass --models {poc.model}"
+        )
+    weight = rate / 60.0 * poc.generate_phase_s
     share = 100.0 * weight / (network.total_weight + weight)
     return ShareEstimate(
         status="estimated",
-        reason=f"{weight:,.0f} {basis} against the {network.participants} participants' "
-        f"total weight {network.total_weight:,}",
+        reason=f"{weight:,.0f} nonces in a {poc.generate_phase_s:g} s generate phase "
+        f"({rate:,.0f} nonces/min) against the {network.participants} participants' total "
+        f"weight {network.total_weight:,}",
         model=model,
+        nonces_per_minute=rate,
+        generate_phase_s=poc.generate_phase_s,
         weight=weight,
         network_total_weight=network.total_weight,
         participants=network.participants,

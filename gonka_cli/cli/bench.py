@@ -14,8 +14,9 @@ from rich.table import Table
 from rich.text import Text
 
 from gonka_cli.cli.options import JsonOpt, NetworkOpt, NodeOpt, network_profile
-from gonka_cli.cli.output import Output
+from gonka_cli.cli.output import EXIT_INTERRUPTED, Output
 from gonka_cli.errors import ConfigError, InputError
+from gonka_cli.validate import is_int, is_number
 
 if TYPE_CHECKING:
     from gonka_cli.bench.runner import Progress
@@ -27,25 +28,24 @@ app = typer.Typer(
 )
 
 NA = "N/A"
-EXIT_INTERRUPTED = 130
 
 
 # --- formatting ----------------------------------------------------------------------------
 
 
 def _num(value: Any, fmt: str = ",.1f", suffix: str = "") -> str:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not is_number(value):
         return NA
     return f"{value:{fmt}}{suffix}"
 
 
 def _gb(value: Any) -> str:
-    return _num(value / 1e9 if isinstance(value, (int, float)) else None, ",.1f", " GB")
+    return _num(value / 1e9 if is_number(value) else None, ",.1f", " GB")
 
 
 def _rate(value: Any) -> str:
     """Three significant digits at most: 1,273 / 81.5 / 0.123."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not is_number(value):
         return NA
     if abs(value) >= 100:
         return f"{value:,.0f}"
@@ -55,7 +55,7 @@ def _rate(value: Any) -> str:
 
 
 def _link(generation: Any, width: Any) -> str:
-    if not isinstance(generation, int) or not isinstance(width, int):
+    if not is_int(generation) or not is_int(width):
         return NA
     return f"Gen{generation} x{width}"
 

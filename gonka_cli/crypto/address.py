@@ -6,6 +6,7 @@ address = bech32(prefix, RIPEMD160(SHA256(33-byte compressed pubkey))). Gonka's 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 import bech32 as _bech32
@@ -37,6 +38,9 @@ def address_bytes_from_pubkey(compressed_pubkey: bytes) -> bytes:
     return ripemd160(hashlib.sha256(compressed_pubkey).digest())
 
 
+# Cached: the node checks the same few addresses on every transaction, and pure-Python bech32
+# costs ~0.1 ms each (scripts/bench_node.py). Both functions are pure; errors are not cached.
+@functools.lru_cache(maxsize=8192)
 def address_from_pubkey(compressed_pubkey: bytes, prefix: str = ACCOUNT_PREFIX) -> str:
     """The bech32 account address of a 33-byte compressed secp256k1 public key."""
     return encode(prefix, address_bytes_from_pubkey(compressed_pubkey))
@@ -84,6 +88,7 @@ def decode_bech32(text: str) -> tuple[str, list[int]]:
     return str(hrp), list(words)
 
 
+@functools.lru_cache(maxsize=8192)
 def decode(text: str, prefix: str = ACCOUNT_PREFIX) -> bytes:
     """Decode and check an account address; raise `InvalidAddress` naming what is wrong."""
     address = text.strip()

@@ -2,25 +2,71 @@
 
 Signatures are what the Cosmos SDK produces and accepts: ECDSA over SHA-256(message) with an
 RFC 6979 deterministic nonce, normalised to low-S (s <= n/2), encoded as 64 bytes r || s.
-Verification rejects high-S signatures, as the SDK does. Keys use `ecdsa`; signing and
-verification use libsecp256k1 through `coincurve` (its default nonce is RFC 6979 and its
-signatures are low-S: byte for byte what `ecdsa` gives, checked against the vectors, ~20x
-faster).
+Verification rejects high-S signatures, as the SDK does.
+
+Two libraries, one job each:
+
+- `ecdsa` (pure Python) owns the keys: range checks, public keys, point validation and
+  decompression (`crypto.hd` derives child keys with it too). It is also the fallback for
+  signing and verification wherever `coincurve` cannot be imported (no libsecp256k1 wheel for
+  the platform).
+- `coincurve` (libsecp256k1) is the hot path: signing (~20x faster) and verification (~50x,
+  what lets the local node check hundreds of transactions per second). Its default nonce is
+  RFC 6979 and its signatures are low-S: byte for byte what `ecdsa` gives, checked against the
+  vectors and real signed transactions with either backend (tests/crypto/test_secp256k1.py,
+  tests/chain/test_tx.py).
+
+`backend()` says which one signs and verifies; `set_backend("ecdsa")` forces the fallback in
+this process (tests, or comparing speeds), `set_backend("auto")` goes back to the fast path when
+it is installed.
 """
 
 from __future__ import annotations
 
 import hashlib
-from functools import cached_property, lru_cache
-from typing import Any
+from functools import cache, cached_property, lru_cache
+from typing import Any, Literal
 
-from ecdsa import MalformedPointError, SECP256k1, SigningKey, VerifyingKey
+from ecdsa import BadSignatureError, MalformedPointError, SECP256k1, SigningKey, VerifyingKey
+from ecdsa.util import sigdecode_string, sigencode_string_canonize
 
 from gonka_cli.errors import InvalidPrivateKey, InvalidPublicKey
 
 CURVE_ORDER: int = SECP256k1.order
 HALF_ORDER: int = CURVE_ORDER // 2
 SIGNATURE_SIZE = 64
+
+Backend = Literal["coincurve", "ecdsa"]
+#: Set by `set_backend`: False forces the pure-Python fallback even where coincurve is installed.
+_prefer_coincurve = True
+
+
+@cache
+def _coincurve() -> Any:
+    """The coincurve module, or None where it cannot be imported (imported on first use)."""
+    try:
+        import coincurve
+        import coincurve.ecdsa
+    except ImportError:
+        return None
+    return coincurve
+
+
+def backend() -> Backend:
+    """The library that signs and verifies in this process: "coincurve" or "ecdsa"."""
+    return "coincurve" if _prefer_coincurve and _coincurve() is not None else "ecdsa"
+
+
+def set_backend(name: Literal["auto", "ecdsa"]) -> Backend:
+    """Use the fast path where installed ("auto") or the pure-Python fallback ("ecdsa").
+
+    Both give the same bytes; only the speed differs. Returns the backend now in use.
+    """
+    global _prefer_coincurve
+    if name not in ("auto", "ecdsa"):
+        raise ValueError(f"unknown secp256k1 backend {name!r}: use 'auto' or 'ecdsa'")
+    _prefer_coincurve = name == "auto"
+    return backend()
 
 
 class PrivateKey:
@@ -70,14 +116,19 @@ class PrivateKey:
     def sign_digest(self, digest: bytes) -> bytes:
         if len(digest) != 32:
             raise ValueError("digest must be 32 bytes")
-        # A recoverable signature is r || s || v: the compact form without v.
-        return bytes(self._coincurve.sign_recoverable(digest, hasher=None)[:SIGNATURE_SIZE])
+        if backend() == "coincurve":
+            # A recoverable signature is r || s || v: the compact form without v.
+            return bytes(self._fast_key.sign_recoverable(digest, hasher=None)[:SIGNATURE_SIZE])
+        # RFC 6979 nonce; the `canonize` encoder normalises s to low-S, as libsecp256k1 does.
+        return bytes(
+            self._signing_key.sign_digest_deterministic(
+                digest, hashfunc=hashlib.sha256, sigencode=sigencode_string_canonize
+            )
+        )
 
     @cached_property
-    def _coincurve(self) -> Any:
-        import coincurve
-
-        return coincurve.PrivateKey(self.to_bytes())
+    def _fast_key(self) -> Any:
+        return _coincurve().PrivateKey(self.to_bytes())
 
     def __repr__(self) -> str:
         return f"PrivateKey(<secret>, public_key={self.public_key.to_hex()})"
@@ -125,14 +176,20 @@ class PublicKey:
         s = int.from_bytes(signature[32:], "big")
         if not (0 < r < CURVE_ORDER and 0 < s <= HALF_ORDER):
             return False  # high-S is malleable; the Cosmos SDK refuses it
-        # libsecp256k1 (through coincurve) verifies ~70x faster than pure Python, which is
-        # what lets the local node check hundreds of transactions per second.
-        from coincurve.ecdsa import cdata_to_der, deserialize_compact
-
+        if backend() == "coincurve":
+            fast = _coincurve()
+            try:
+                der = fast.ecdsa.cdata_to_der(fast.ecdsa.deserialize_compact(signature))
+                return bool(_coincurve_key(self._compressed).verify(der, digest, hasher=None))
+            except ValueError:
+                return False
         try:
-            der = cdata_to_der(deserialize_compact(signature))
-            return bool(_coincurve_key(self._compressed).verify(der, digest, hasher=None))
-        except ValueError:
+            return bool(
+                _verifying_key(self._compressed).verify_digest(
+                    signature, digest, sigdecode=sigdecode_string
+                )
+            )
+        except (BadSignatureError, ValueError):
             return False
 
     def __eq__(self, other: object) -> bool:
@@ -147,9 +204,7 @@ class PublicKey:
 
 @lru_cache(maxsize=4096)
 def _coincurve_key(compressed: bytes) -> Any:
-    import coincurve
-
-    return coincurve.PublicKey(compressed)
+    return _coincurve().PublicKey(compressed)
 
 
 @lru_cache(maxsize=1024)

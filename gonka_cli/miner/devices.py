@@ -1,7 +1,8 @@
 """The devices `gonka mine` runs on, their live telemetry, and the thermal pause.
 
-- `select_devices`: what `--devices 0,1|cpu` names, checked against the machine's inventory
-  (`gonka_cli.bench.devices.inventory`). GPUs go by their `nvidia-smi` index. When NVIDIA
+- `select_devices`: what `--devices 0,1|cpu` names (`gonka_cli.gpu.parse_devices`), checked
+  against the machine's inventory (`gonka_cli.bench.devices.inventory`). GPUs go by their
+  `nvidia-smi` index; the CPU is never mixed with GPUs. When NVIDIA
   GPUs are present but torch cannot drive them, mining stops with an error instead of falling
   back to the CPU: a CPU miner on a GPU host earns next to nothing, so that must be a choice.
 - `Telemetry`: temperature, power and utilisation per device, for the live view and for
@@ -14,15 +15,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
-import re
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gonka_cli.bench.devices import GpuInfo, Inventory, _import_nvml
+from gonka_cli.bench.devices import Inventory
 from gonka_cli.errors import DeviceUnavailable, InputError
+from gonka_cli.gpu import IMPORT, GpuInfo, Nvml, parse_devices, pick_gpus, unusable_gpu
+from gonka_cli.validate import is_number
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +41,8 @@ __all__ = [
 TEMP_LIMIT_MIN_C = 30.0
 TEMP_LIMIT_MAX_C = 110.0
 
-_FIX_TORCH = (
-    "install a CUDA build of torch or fix the driver, "
-    "or pass --devices cpu to mine on the CPU on purpose"
-)
+_CPU_ON_PURPOSE = "pass --devices cpu to mine on the CPU on purpose"
+_FIX_TORCH = f"install a CUDA build of torch or fix the driver, or {_CPU_ON_PURPOSE}"
 
 
 # --- choosing devices -------------------------------------------------------------------------
@@ -77,14 +75,9 @@ def _cpu_device(inv: Inventory) -> MiningDevice:
 
 def _gpu_device(inv: Inventory, gpu: GpuInfo) -> MiningDevice:
     if gpu.torch_device is None:
-        if inv.torch_cuda_problem is not None:
-            why = f"{inv.torch_cuda_problem}; {_FIX_TORCH}"
-        else:
-            why = (
-                "torch does not see it (hidden by CUDA_VISIBLE_DEVICES?); "
-                "unset CUDA_VISIBLE_DEVICES or choose another GPU with --devices"
-            )
-        raise DeviceUnavailable(f"GPU {gpu.index} ({gpu.name}) cannot be used for mining: {why}")
+        raise unusable_gpu(
+            gpu, inv.torch_cuda_problem, purpose="be used for mining", cpu_hint=_CPU_ON_PURPOSE
+        )
     return MiningDevice(
         id=f"gpu:{gpu.index}",
         name=gpu.name,
@@ -96,31 +89,16 @@ def _gpu_device(inv: Inventory, gpu: GpuInfo) -> MiningDevice:
     )
 
 
-def _describe_indices(indices: Sequence[int]) -> str:
-    """[0, 1, 2] -> "GPUs 0-2"; [0] -> "GPU 0"; [0, 2] -> "GPUs 0, 2"."""
-    ordered = sorted(indices)
-    if len(ordered) == 1:
-        return f"GPU {ordered[0]}"
-    if ordered == list(range(ordered[0], ordered[-1] + 1)):
-        return f"GPUs {ordered[0]}-{ordered[-1]}"
-    return "GPUs " + ", ".join(str(i) for i in ordered)
-
-
-def _invalid(spec: str) -> InputError:
-    return InputError(
-        f"invalid --devices {spec!r}: use GPU indices like 0,1 (see gonka bench devices) or cpu"
-    )
-
-
 def select_devices(spec: str | None, inv: Inventory) -> list[MiningDevice]:
-    """The devices `--devices` names, in nvidia-smi (PCI bus) order.
+    """The devices `--devices` names (`gpu.parse_devices`), in nvidia-smi (PCI bus) order.
 
     `spec` is None (every GPU; the CPU only when the machine has no GPU), "cpu", or
-    comma-separated nvidia-smi indices ("0,1"). Raises InputError for a malformed spec or
-    a GPU that does not exist, and DeviceUnavailable when a GPU is present but torch cannot
-    use it: mining never falls back to the CPU unasked.
+    comma-separated nvidia-smi indices ("0,1"). Raises InputError for a malformed spec, the
+    CPU beside GPUs, or a GPU that does not exist, and DeviceUnavailable when a GPU is present
+    but torch cannot use it: mining never falls back to the CPU unasked.
     """
-    if spec is None:
+    parsed = parse_devices(spec)
+    if parsed is None:
         if not inv.gpus:
             return [_cpu_device(inv)]
         if inv.torch_cuda_problem is not None:
@@ -130,40 +108,14 @@ def select_devices(spec: str | None, inv: Inventory) -> list[MiningDevice]:
                 f"found {gpus} but torch cannot use CUDA ({inv.torch_cuda_problem}): {_FIX_TORCH}"
             )
         return [_gpu_device(inv, g) for g in inv.gpus]
-
-    items = [item.strip().lower() for item in spec.split(",")]
-    if items == ["cpu"]:
-        return [_cpu_device(inv)]
-    # Plain digits only: "-1", "+1", "1.0" or "gpu0" are typos, not indices to guess at.
-    indices = [item for item in items if item != "cpu"]
-    if not all(re.fullmatch(r"\d+", item) for item in indices):
-        raise _invalid(spec)
-    if "cpu" in items:
-        if not indices:
-            raise InputError(f"invalid --devices {spec!r}: cpu is listed twice; list it once")
+    if parsed.every or (parsed.cpu and parsed.gpu_indices):
+        # A CPU worker beside GPU workers earns next to nothing and slows the host down.
         raise InputError(
-            f"invalid --devices {spec!r}: choose cpu or GPU indices like 0,1, not both"
+            f"invalid --devices {parsed.text!r}: choose cpu or GPU indices like 0,1, not both"
         )
-    wanted = [int(item) for item in indices]
-    seen: set[int] = set()
-    for index in wanted:
-        if index in seen:
-            raise InputError(
-                f"invalid --devices {spec!r}: GPU {index} is listed twice; list each GPU once"
-            )
-        seen.add(index)
-    by_index = {g.index: g for g in inv.gpus}
-    for index in wanted:
-        if index not in by_index:
-            if not inv.gpus:
-                raise InputError(f"no GPU {index}: no NVIDIA GPU was found; use --devices cpu")
-            raise InputError(
-                f"no GPU {index}: this machine has {_describe_indices(list(by_index))} "
-                "(gonka bench devices lists them)"
-            )
-    # `inv.gpus` is already in nvidia-smi order, so the chosen GPUs keep that order whatever
-    # order the user typed them in.
-    return [_gpu_device(inv, g) for g in inv.gpus if g.index in seen]
+    if parsed.cpu:
+        return [_cpu_device(inv)]
+    return [_gpu_device(inv, g) for g in pick_gpus(inv.gpus, parsed.gpu_indices)]
 
 
 # --- telemetry --------------------------------------------------------------------------------
@@ -182,10 +134,7 @@ class DeviceReading:
 
 
 def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
+    return float(value) if is_number(value) else None
 
 
 # psutil's names for sensors on the CPU package: Intel, AMD (two drivers), ARM boards.
@@ -211,22 +160,16 @@ def _cpu_temperature_c(sensors: Mapping[str, Sequence[Any]]) -> float | None:
 
 
 class Telemetry:
-    """Live sensor readings for mining devices: NVML for GPUs, psutil for the CPU.
+    """Live sensor readings for mining devices: NVML for GPUs (`gpu.Nvml`), psutil for the CPU.
 
-    `nvml` is the NVML binding, as for `gonka_cli.bench.devices.inventory`: "import" loads
-    pynvml, tests pass a stand-in, None means "not installed". NVML is initialised on the
-    first GPU reading and shut down by `close()`; after `close()` GPU readings are all None.
-    Safe to call from the live view's thread and the miner's at once.
+    `nvml` is the NVML binding, as for `gonka_cli.gpu.Nvml`: "import" loads pynvml, tests
+    pass a stand-in, None means "not installed". NVML is initialised on the first GPU reading
+    and shut down by `close()`; after `close()` GPU readings are all None. Safe to call from
+    the live view's thread and the miner's at once.
     """
 
-    def __init__(self, nvml: Any = "import") -> None:
-        self._binding = nvml
-        self._nvml: Any = None
-        self._tried = False
-        self._closed = False
-        self._handles: dict[int, Any] = {}
-        self._failed: set[tuple[int, str]] = set()
-        self._lock = threading.Lock()
+    def __init__(self, nvml: Any = IMPORT) -> None:
+        self._nvml = Nvml(nvml)
         self._cpu_primed = False
 
     def __enter__(self) -> Telemetry:
@@ -247,66 +190,17 @@ class Telemetry:
 
     def close(self) -> None:
         """Shut NVML down if this object started it. Safe to call more than once."""
-        with self._lock:
-            nvml, self._nvml = self._nvml, None
-            self._closed = True
-            self._handles.clear()
-        if nvml is not None:
-            try:
-                nvml.nvmlShutdown()
-            except Exception as exc:
-                log.debug("nvmlShutdown failed: %s", exc)
+        self._nvml.close()
 
     # -- GPUs --
 
-    def _started_nvml(self) -> Any:
-        """The initialised binding, or None; tries once, whatever the outcome."""
-        with self._lock:
-            if self._closed:
-                return None
-            if not self._tried:
-                self._tried = True
-                binding = _import_nvml() if self._binding == "import" else self._binding
-                if binding is None:
-                    log.debug("no NVML binding (nvidia-ml-py); GPU telemetry is unavailable")
-                else:
-                    try:
-                        binding.nvmlInit()
-                    except Exception as exc:
-                        log.debug("nvmlInit failed (%s); GPU telemetry is unavailable", exc)
-                    else:
-                        self._nvml = binding
-            return self._nvml
-
-    def _call(self, index: int, name: str, *args: Any) -> Any:
-        nvml = self._started_nvml()
-        fn = None if nvml is None else getattr(nvml, name, None)
-        if fn is None:
-            return None
-        try:
-            return fn(*args)
-        except Exception as exc:
-            # Polled every second: say once per metric that a GPU cannot report it.
-            if (index, name) not in self._failed:
-                self._failed.add((index, name))
-                log.debug("GPU %d: %s failed: %s", index, name, exc)
-            return None
-
     def _read_gpu(self, index: int) -> DeviceReading:
-        handle = self._handles.get(index)
-        if handle is None:
-            handle = self._call(index, "nvmlDeviceGetHandleByIndex", index)
-            if handle is None:
-                return DeviceReading()
-            self._handles[index] = handle
-        sensor = getattr(self._nvml, "NVML_TEMPERATURE_GPU", 0)
-        temperature = _number(self._call(index, "nvmlDeviceGetTemperature", handle, sensor))
-        milliwatts = _number(self._call(index, "nvmlDeviceGetPowerUsage", handle))
-        rates = self._call(index, "nvmlDeviceGetUtilizationRates", handle)
+        if self._nvml.handle(index) is None:
+            return DeviceReading()
         return DeviceReading(
-            temperature_c=temperature,
-            power_w=None if milliwatts is None else milliwatts / 1000,
-            utilization_pct=_number(getattr(rates, "gpu", None)),
+            temperature_c=self._nvml.temperature_c(index),
+            power_w=self._nvml.power_w(index),
+            utilization_pct=self._nvml.utilization_pct(index),
         )
 
     # -- the CPU --

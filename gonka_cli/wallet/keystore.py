@@ -35,7 +35,6 @@ import os
 import re
 import secrets
 import stat
-import tempfile
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -50,6 +49,7 @@ from gonka_cli.errors import (
     SecretUnavailable,
     WrongPassword,
 )
+from gonka_cli.storage import atomic_write
 
 if TYPE_CHECKING:  # the crypto stack loads when a key is used, not for `list` and `show`
     from gonka_cli.crypto.hd import HDPath
@@ -207,9 +207,9 @@ class Keystore:
         try:
             plaintext = AESGCM(key).decrypt(nonce, ciphertext, _associated_data(doc))
         except InvalidTag:
+            # AES-GCM cannot tell a wrong password from an edited file: name both, likeliest first.
             raise WrongPassword(
-                f"wrong password for key {name!r} (if you are sure it is right, the key file was "
-                "altered: restore it from a backup)"
+                f"wrong password for key {name!r} (or the key file is damaged)"
             ) from None
         from gonka_cli.crypto.secp256k1 import PrivateKey
 
@@ -314,19 +314,11 @@ class Keystore:
     def _write_new(self, file: Path, data: bytes) -> None:
         """Write `file` atomically, failing with KeyExists if it appeared meanwhile."""
         self._ensure_directory()
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".partial")
         try:
-            with os.fdopen(fd, "wb") as handle:  # mkstemp makes it 0600
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            try:
-                os.link(tmp, file)  # atomic, and never replaces an existing key
-            except FileExistsError:
-                raise KeyExists(f"a key named {file.stem!r} already exists") from None
-        finally:
-            os.unlink(tmp)
-        _fsync_dir(self.directory)
+            # Linked into place, never renamed: an existing key is never replaced.
+            atomic_write(file, data, mode=0o600, overwrite=False)
+        except FileExistsError:
+            raise KeyExists(f"a key named {file.stem!r} already exists") from None
 
     # -- parsing -------------------------------------------------------------------------
 

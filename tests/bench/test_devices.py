@@ -11,18 +11,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from gonka_cli import gpu as gpu_module
 from gonka_cli.bench import devices as devices_module
-from gonka_cli.bench.devices import (
-    DEVICES_SCHEMA,
-    GpuInfo,
-    _merge,
-    _TorchGpu,
-    inventory,
-    normalize_bus_id,
-    select_devices,
-)
+from gonka_cli.bench.devices import DEVICES_SCHEMA, GpuInfo, inventory, select_devices
 from gonka_cli.cli.main import app
 from gonka_cli.errors import DeviceUnavailable, InputError
+from gonka_cli.gpu import TorchGpu, merge_gpus, normalize_bus_id
 
 runner = CliRunner()
 
@@ -227,10 +221,10 @@ def test_torch_devices_are_matched_by_uuid_then_bus_id() -> None:
     ]
     # CUDA_VISIBLE_DEVICES=2,0: torch's cuda:0 is nvidia-smi's 2; GPU 1 is hidden from it.
     torch_gpus = [
-        _TorchGpu(0, "NVIDIA H100 80GB HBM3", "GPU-c", None, 85520809984, "9.0", 132),
-        _TorchGpu(1, "NVIDIA H100 80GB HBM3", None, "00000000:18:00.0", 85520809984, "9.0", 132),
+        TorchGpu(0, "NVIDIA H100 80GB HBM3", "GPU-c", None, 85520809984, "9.0", 132),
+        TorchGpu(1, "NVIDIA H100 80GB HBM3", None, "00000000:18:00.0", 85520809984, "9.0", 132),
     ]
-    merged = _merge(nvml_gpus, torch_gpus)
+    merged = devices_module._with_known_cards(merge_gpus(nvml_gpus, torch_gpus))
     assert [(g.index, g.torch_device, g.multiprocessors) for g in merged] == [
         (0, "cuda:1", 132),
         (1, None, None),
@@ -241,10 +235,10 @@ def test_torch_devices_are_matched_by_uuid_then_bus_id() -> None:
 
 def test_without_nvml_torch_lists_the_gpus_in_bus_order() -> None:
     torch_gpus = [
-        _TorchGpu(0, "NVIDIA GeForce RTX 3090", "GPU-x", "00000000:41:00.0", 25 << 30, "8.6", 82),
-        _TorchGpu(1, "NVIDIA GeForce RTX 5090", "GPU-y", "00000000:01:00.0", 32 << 30, "12.0", 170),
+        TorchGpu(0, "NVIDIA GeForce RTX 3090", "GPU-x", "00000000:41:00.0", 25 << 30, "8.6", 82),
+        TorchGpu(1, "NVIDIA GeForce RTX 5090", "GPU-y", "00000000:01:00.0", 32 << 30, "12.0", 170),
     ]
-    merged = _merge([], torch_gpus)
+    merged = devices_module._with_known_cards(merge_gpus([], torch_gpus))
     assert [(g.index, g.name, g.torch_device, g.known_card) for g in merged] == [
         (0, "NVIDIA GeForce RTX 5090", "cuda:1", "rtx-5090"),
         (1, "NVIDIA GeForce RTX 3090", "cuda:0", "rtx-3090"),
@@ -264,11 +258,17 @@ def test_choosing_devices() -> None:
     with pytest.raises(InputError) as unknown:
         select_devices(inv, ["cpu,7"])
     assert str(unknown.value) == (
-        "unknown device '7'; valid devices here: cpu, 1 (NVIDIA GeForce RTX 4090), "
-        "0 (NVIDIA H100 80GB HBM3) (see gonka bench devices)"
+        "no GPU 7: this machine has GPUs 0-1 (gonka bench devices lists them)"
     )
-    with pytest.raises(InputError, match="unknown device 'gpu'"):
+    with pytest.raises(InputError) as malformed:
         select_devices(inv, ["gpu"])
+    assert str(malformed.value) == (
+        "invalid --devices 'gpu': use GPU indices like 0,1 (see gonka bench devices) or cpu"
+    )
+    with pytest.raises(InputError, match=r"^invalid --devices 'cpu,CPU': cpu is listed twice"):
+        select_devices(inv, ["cpu", "CPU"])
+    with pytest.raises(InputError, match=r"^invalid --devices 'all,0': all names every device"):
+        select_devices(inv, ["all,0"])
     if not inv.torch_cuda_available:
         # NVML sees the cards but torch cannot drive them: say so, never fall back quietly.
         with pytest.raises(DeviceUnavailable) as broken:
@@ -300,15 +300,19 @@ def test_choosing_usable_gpus() -> None:
     assert (h100.torch_device, h100.pcie_peak_gbps) == ("cuda:0", 63.0)
     assert h100.peaks is not None and h100.peaks.key == "h100-pcie"
     assert h100.to_dict()["known_card"]["bf16_tflops"] == 756.0
-    assert [d.id for d in select_devices(inv, ["1", "gpu:0", "1"])] == ["gpu:1", "gpu:0"]
+    # The CPU first, then nvidia-smi order, whatever order they were named in.
+    assert [d.id for d in select_devices(inv, ["1", "gpu:0"])] == ["gpu:0", "gpu:1"]
+    assert [d.id for d in select_devices(inv, ["1,cpu"])] == ["cpu", "gpu:1"]
     assert [d.id for d in select_devices(inv, ["all"])] == ["cpu", "gpu:0", "gpu:1"]
+    with pytest.raises(InputError, match=r"GPU 1 is listed twice; list each GPU once$"):
+        select_devices(inv, ["1", "gpu:1"])
     hidden = dataclasses.replace(inv, gpus=(dataclasses.replace(gpus[1], torch_device=None),))
     with pytest.raises(DeviceUnavailable, match=r"hidden by CUDA_VISIBLE_DEVICES\?"):
         select_devices(hidden, ["1"])
 
 
 def nvml_works() -> bool:
-    nvml = devices_module._import_nvml()
+    nvml = gpu_module.import_nvml()
     if nvml is None:
         return False
     try:
@@ -388,7 +392,7 @@ def test_devices_for_people() -> None:
 
 
 def test_devices_with_gpus_for_people(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(devices_module, "_import_nvml", lambda: FakeNvml([H100, RTX]))
+    monkeypatch.setattr(gpu_module, "import_nvml", lambda: FakeNvml([H100, RTX]))
     result = runner.invoke(app, ["bench", "devices"])
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -403,7 +407,7 @@ def test_devices_with_gpus_for_people(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_gpu_torch_cannot_use_is_one_error_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(devices_module, "_import_nvml", lambda: FakeNvml([H100]))
+    monkeypatch.setattr(gpu_module, "import_nvml", lambda: FakeNvml([H100]))
     result = runner.invoke(app, ["bench", "run", "--quick", "--offline"])
     assert result.exit_code == 1, (result.stdout, result.stderr)
     (line,) = result.stderr.splitlines()

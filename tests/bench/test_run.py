@@ -22,10 +22,10 @@ from rich.console import Console
 from typer.testing import CliRunner, Result
 
 from gonka_cli import __version__
-from gonka_cli.bench import runner as runner_module
 from gonka_cli.bench.devices import _cpu_model
 from gonka_cli.bench.results import RUN_SCHEMA
 from gonka_cli.bench.runner import BenchConfig, Progress, plan_models, run_bench
+from gonka_cli.bench.steps import poc as poc_steps
 from gonka_cli.cli.bench import _render_run
 from gonka_cli.cli.main import app
 from gonka_cli.compute.models import MODELS, clear_model_cache
@@ -220,7 +220,9 @@ def test_correctness_and_share(data: dict[str, Any]) -> None:
         "status": "unknown",
         "reason": "no node was asked (offline)",
         "model": "gonka-tiny",
-        "weight": max(r["nonces_per_minute"] for r in data["poc"]),
+        "nonces_per_minute": max(r["nonces_per_minute"] for r in data["poc"]),
+        "generate_phase_s": None,
+        "weight": None,
         "network_total_weight": None,
         "participants": None,
         "epoch": None,
@@ -249,7 +251,7 @@ def test_saved_runs_compare(quick_run: dict[str, Any], tmp_path: Path) -> None:
     data = json.loads(a.read_text())
     for row in data["poc"]:
         row["nonces_per_minute"] *= 2
-    data["share"]["weight"] *= 2
+    data["share"]["nonces_per_minute"] *= 2
     data["kernels"][0]["unit"] = "TFLOP/s"  # the same rate, in other units
     data["kernels"][0]["median"] /= 1000
     data["correctness"][1]["status"] = "FAIL"
@@ -271,7 +273,7 @@ def test_saved_runs_compare(quick_run: dict[str, Any], tmp_path: Path) -> None:
     assert rows["replay", "cpu gonka-tiny replay"]["ratio"] == 1.0
     check = rows["correctness", "cpu gonka-tiny onnxruntime"]
     assert (check["a"], check["b"], check["ratio"]) == ("PASS", "FAIL", None)
-    assert rows["share", "weight"]["ratio"] == pytest.approx(2.0, rel=1e-4)
+    assert rows["share", "nonces_per_minute"]["ratio"] == pytest.approx(2.0, rel=1e-4)
     assert len(rows) == 2 + 2 + 4 + 1 + 2 + 1
 
     people = gonka("bench", "compare", str(a), str(b))
@@ -323,8 +325,12 @@ def test_compare_refuses_what_is_not_a_saved_run(quick_run: dict[str, Any], tmp_
 
 def test_unknown_devices_and_models() -> None:
     line = error_line(gonka("bench", "run", "--devices", "7", "--offline"), 2)
-    assert line.startswith("Error: unknown device '7'; valid devices here: cpu")
-    assert line.endswith("(see gonka bench devices)")
+    assert line.startswith("Error: no GPU 7: ")
+    assert line.endswith(("use --devices cpu", "(gonka bench devices lists them)"))
+    line = error_line(gonka("bench", "run", "--devices", "gpu", "--offline"), 2)
+    assert line == (
+        "Error: invalid --devices 'gpu': use GPU indices like 0,1 (see gonka bench devices) or cpu"
+    )
     line = error_line(gonka("bench", "run", "--models", "gonka-huge", "--offline"), 2)
     assert line.startswith("Error: unknown model 'gonka-huge'; known models: gonka-tiny, ")
     line = error_line(gonka("bench", "run", "--quick", "--save", "/nonexistent/dir/x.json"), 2)
@@ -345,7 +351,7 @@ def test_ctrl_c_keeps_what_was_measured(
     def interrupted(*args: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(runner_module, "_poc_step", interrupted)
+    monkeypatch.setattr(poc_steps, "poc_step", interrupted)
     saved = tmp_path / "partial.json"
     result = gonka(*QUICK, "--json", "--save", str(saved), env={"GONKA_HOME": str(home)})
     assert result.exit_code == 130, (result.stdout, result.stderr)
@@ -394,7 +400,7 @@ def test_a_model_too_large_is_skipped(monkeypatch: pytest.MonkeyPatch, home: Pat
     from gonka_cli.compute import models
 
     clear_model_cache()
-    monkeypatch.setattr(models, "_free_memory_bytes", lambda device: 1_000_000)
+    monkeypatch.setattr(models, "free_memory_bytes", lambda device: 1_000_000)
     try:
         result = gonka(*QUICK, "--json", env={"GONKA_HOME": str(home)})
     finally:
@@ -413,6 +419,7 @@ def test_a_model_too_large_is_skipped(monkeypatch: pytest.MonkeyPatch, home: Pat
     assert [r["status"] for r in data["correctness"]] == ["SKIPPED", "SKIPPED"]
     assert data["share"]["reason"] == "no PoC rate was measured"
     assert data["share"]["weight"] is None
+    assert data["share"]["nonces_per_minute"] is None
 
 
 # --- the share, against a stand-in for a node's participants endpoint ---------------------
@@ -488,15 +495,21 @@ def test_share_from_a_node(node: str, monkeypatch: pytest.MonkeyPatch, home: Pat
     ]
     (row,) = result.poc
     share = result.share
-    assert share is not None and share.status == "estimated"
-    weight = row.nonces_per_minute
-    assert weight is not None and share.weight == weight
+    # Weights count the nonces of a generate phase; this node does not say how long one lasts,
+    # so the rate per minute is not compared with them.
+    assert share is not None and share.status == "unknown"
+    assert share.reason == (
+        f"{node} does not say how long its PoC generate phase lasts (GET /v1/epochs/current): "
+        "weights count the nonces of one generate phase, so nonces per minute cannot be "
+        "compared with them"
+    )
+    assert share.nonces_per_minute == row.nonces_per_minute
+    assert (share.weight, share.share_percent, share.generate_phase_s) == (None, None, None)
     assert (share.network_total_weight, share.participants, share.node_url) == (
         1_000_000,
         2,
         node,
     )
-    assert share.share_percent == pytest.approx(100 * weight / (1_000_000 + weight))
     assert result.kernels == () and result.correctness == ()
 
 
@@ -539,6 +552,7 @@ def test_share_parsing() -> None:
 
 def test_share_is_unknown_without_an_endpoint(node: str) -> None:
     from gonka_cli.bench.share import (
+        PocRound,
         WeightUnavailable,
         estimate_share,
         fetch_weight,
@@ -555,11 +569,18 @@ def test_share_is_unknown_without_an_endpoint(node: str) -> None:
     dead = dead_url()
     with pytest.raises(WeightUnavailable, match=f"^{dead}: unreachable"):
         fetch_weight([dead])
-    estimate = estimate_share(1200.0, "gonka-tiny", None, "the network's weight is unknown: x")
-    assert (estimate.status, estimate.weight, estimate.share_percent) == ("unknown", 1200.0, None)
-    assert estimate_share(None, None, None).reason == "no PoC rate was measured"
+    rates = {"gonka-tiny": 1200.0}
+    estimate = estimate_share(rates, None, None, "the network's weight is unknown: x")
+    assert (estimate.status, estimate.reason) == ("unknown", "the network's weight is unknown: x")
+    assert (estimate.nonces_per_minute, estimate.weight, estimate.share_percent) == (
+        1200.0,
+        None,
+        None,
+    )
+    assert estimate_share({}, None, None).reason == "no PoC rate was measured"
+    assert estimate_share({"gonka-tiny": 0.0}, None, None).reason == "no PoC rate was measured"
     empty = parse_participants({"weight_epoch": None, "participants": [{"weight": 0}]}, node)
-    before = estimate_share(1200.0, "gonka-tiny", empty)
+    before = estimate_share(rates, empty, PocRound("gonka-tiny", 40.0))
     assert (before.status, before.network_total_weight, before.share_percent) == (
         "unknown",
         0,
@@ -573,13 +594,13 @@ def test_share_is_unknown_without_an_endpoint(node: str) -> None:
 
 
 def test_share_against_a_real_local_node(start_node: StartNode) -> None:
-    from gonka_cli.bench.share import estimate_share, fetch_weight
+    from gonka_cli.bench.share import PocRound, estimate_share, fetch_weight
 
     node = start_node()
     weight = fetch_weight([node_url(node)])
     # A fresh devnet: nobody registered, no epoch validated.
     assert (weight.node_url, weight.participants, weight.total_weight) == (node_url(node), 0, 0)
-    estimate = estimate_share(600.0, "gonka-tiny", weight)
+    estimate = estimate_share({"gonka-tiny": 600.0}, weight, PocRound("gonka-tiny", 120.0))
     assert estimate.status == "unknown"
     assert estimate.reason.startswith("the network has no accepted weight yet")
 
@@ -613,7 +634,33 @@ def test_share_on_a_gonka_node_counts_one_generate_phase(
     (row,) = result.poc
     share = result.share
     assert share is not None and share.status == "estimated" and row.nonces_per_minute
-    # The node weighs the nonces of a 40-block, 40 s generate phase.
+    # The node weighs the nonces of a 40-block, 40 s generate phase: one unit on both sides.
     assert share.weight == pytest.approx(row.nonces_per_minute / 60 * 40)
-    assert "nonces in a 40 s generate phase" in share.reason
+    assert (share.nonces_per_minute, share.generate_phase_s) == (row.nonces_per_minute, 40.0)
+    assert share.reason == (
+        f"{share.weight:,.0f} nonces in a 40 s generate phase ({row.nonces_per_minute:,.0f} "
+        "nonces/min) against the 1 participants' total weight 5,000"
+    )
     assert share.share_percent == pytest.approx(100 * share.weight / (5_000 + share.weight))
+
+
+def test_share_needs_the_networks_poc_model_measured() -> None:
+    from gonka_cli.bench.share import NetworkWeight, PocRound, estimate_share
+
+    network = NetworkWeight("http://n", 5_000, 1, 7)
+    rates = {"gonka-tiny": 600.0, "gonka-small": 60.0}
+    other = estimate_share(rates, network, PocRound("gonka-1b", 40.0))
+    assert (other.status, other.model, other.weight) == ("unknown", "gonka-small", None)
+    assert other.reason == (
+        "the network's PoC model is gonka-1b, which this run did not measure; "
+        "pass --models gonka-1b"
+    )
+    # The network's model is used even when a larger one was measured.
+    tiny = estimate_share(rates, network, PocRound("gonka-tiny", 60.0))
+    assert (tiny.status, tiny.model, tiny.weight, tiny.epoch) == (
+        "estimated",
+        "gonka-tiny",
+        600.0,
+        7,
+    )
+    assert tiny.share_percent == pytest.approx(100 * 600 / 5_600)

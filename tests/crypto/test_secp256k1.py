@@ -1,21 +1,49 @@
-"""secp256k1 keys and Cosmos-style (RFC 6979, low-S, 64-byte r||s) signatures."""
+"""secp256k1 keys and Cosmos-style (RFC 6979, low-S, 64-byte r||s) signatures.
+
+Every test runs twice: on the fast path (coincurve) and on the pure-Python fallback (ecdsa),
+forced in this process with `set_backend`; both must give the vectors' bytes.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import random
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from ecdsa import SECP256k1, VerifyingKey
 from ecdsa.util import sigdecode_der, sigdecode_string
 
-from gonka_cli.crypto.secp256k1 import CURVE_ORDER, HALF_ORDER, PrivateKey, PublicKey
+from gonka_cli.crypto import secp256k1
+from gonka_cli.crypto.secp256k1 import (
+    CURVE_ORDER,
+    HALF_ORDER,
+    PrivateKey,
+    PublicKey,
+    backend,
+    set_backend,
+)
 from gonka_cli.errors import InvalidPrivateKey, InvalidPublicKey
 from tests.conftest import load_vectors
 
 VECTORS = load_vectors("secp256k1_vectors.json")
 N = SECP256k1.order
 G = SECP256k1.generator
+
+
+@pytest.fixture(autouse=True, params=["coincurve", "ecdsa"])
+def signing_backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run the test with the fast path, then with the pure-Python fallback."""
+    wanted = request.param
+    if wanted == "coincurve" and secp256k1._coincurve() is None:
+        pytest.skip("coincurve is not installed here")
+    try:
+        assert set_backend("auto" if wanted == "coincurve" else "ecdsa") == wanted
+        yield wanted
+    finally:
+        set_backend("auto")
 
 
 def _sig(r: int, s: int) -> bytes:
@@ -415,3 +443,53 @@ def test_libsecp256k1_signs_byte_for_byte_as_rfc6979_with_low_s() -> None:
             digest, hashfunc=_hashlib.sha256, sigencode=sigencode_string_canonize
         )
         assert _PrivateKey(secret).sign_digest(digest) == reference
+
+
+# --- the two backends -------------------------------------------------------------------
+
+
+def test_both_backends_give_the_same_bytes_and_accept_each_other(signing_backend: str) -> None:
+    rng = random.Random(11)
+    other = "ecdsa" if signing_backend == "coincurve" else "auto"
+    for _ in range(50):
+        secret = rng.randbytes(32)
+        if not 0 < int.from_bytes(secret, "big") < N:
+            continue
+        key = PrivateKey(secret)
+        digest = hashlib.sha256(rng.randbytes(40)).digest()
+        signature = key.sign_digest(digest)
+        high = _sig(
+            int.from_bytes(signature[:32], "big"), N - int.from_bytes(signature[32:], "big")
+        )
+        set_backend(other)  # type: ignore[arg-type]
+        try:
+            assert key.sign_digest(digest) == signature
+            assert key.public_key.verify_digest(digest, signature)
+            assert not key.public_key.verify_digest(digest, high)
+        finally:
+            set_backend("auto" if signing_backend == "coincurve" else "ecdsa")
+
+
+def test_without_coincurve_the_fallback_signs(
+    signing_backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where coincurve cannot be imported (no wheel), the same API works through ecdsa."""
+    vector = COMPACT[0]
+    monkeypatch.setitem(sys.modules, "coincurve", None)  # what a failed import leaves
+    secp256k1._coincurve.cache_clear()
+    try:
+        assert set_backend("auto") == backend() == "ecdsa"
+        key = PrivateKey.from_hex(vector["privkey_hex"])
+        digest = bytes.fromhex(vector["digest_hex"])
+        signature = key.sign_digest(digest)
+        assert signature.hex() == vector["signature_r_s_hex_lowS"]
+        assert key.public_key.verify_digest(digest, signature)
+    finally:
+        monkeypatch.undo()
+        secp256k1._coincurve.cache_clear()
+    assert set_backend("auto") == "coincurve"  # importable again: the fast path is back
+
+
+def test_an_unknown_backend_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown secp256k1 backend 'openssl'"):
+        set_backend("openssl")  # type: ignore[arg-type]

@@ -152,6 +152,7 @@ def test_every_gpu_by_default(three_gpus: Inventory) -> None:
         ("2,0", ["gpu:0", "gpu:2"]),  # nvidia-smi order, whatever order they were typed in
         ("cpu", ["cpu"]),
         (" Cpu", ["cpu"]),
+        ("gpu:2,gpu:0", ["gpu:0", "gpu:2"]),  # the form `gonka bench run` reports devices in
     ],
 )
 def test_naming_devices(three_gpus: Inventory, spec: str, ids: list[str]) -> None:
@@ -176,6 +177,7 @@ def test_naming_devices(three_gpus: Inventory, spec: str, ids: list[str]) -> Non
         ("cpu,cpu", "invalid --devices 'cpu,cpu': cpu is listed twice; list it once"),
         ("cpu,0", "invalid --devices 'cpu,0': choose cpu or GPU indices like 0,1, not both"),
         ("1,CPU", "invalid --devices '1,CPU': choose cpu or GPU indices like 0,1, not both"),
+        ("all", "invalid --devices 'all': choose cpu or GPU indices like 0,1, not both"),
         ("3", "no GPU 3: this machine has GPUs 0-2 (gonka bench devices lists them)"),
         ("0,7", "no GPU 7: this machine has GPUs 0-2 (gonka bench devices lists them)"),
     ],
@@ -250,7 +252,7 @@ def test_gpu_readings_from_nvml(caplog: pytest.LogCaptureFixture) -> None:
     assert reading == DeviceReading(temperature_c=34.0, power_w=71.234, utilization_pct=87.0)
     assert reading.to_dict() == {"temperature_c": 34.0, "power_w": 71.234, "utilization_pct": 87.0}
     # The consumer card reports none of them; a GPU that does not exist is all None too.
-    with caplog.at_level(logging.DEBUG, logger="gonka_cli.miner.devices"):
+    with caplog.at_level(logging.DEBUG, logger="gonka_cli.gpu"):
         assert telemetry.read(gpu(1)) == DeviceReading()
         assert telemetry.read(gpu(1)) == DeviceReading()
     failures = [r.getMessage() for r in caplog.records if r.getMessage().startswith("GPU 1:")]

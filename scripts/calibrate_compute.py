@@ -40,7 +40,14 @@ import torch
 
 from gonka_cli.compute import inference, onnx_backend, poc, tokenizer
 from gonka_cli.compute.artifacts import artifact_distance, encode_artifact
-from gonka_cli.compute.models import GonkaModel, build_model, load_model, quantized_copy
+from gonka_cli.compute.models import (
+    BuiltinModel,
+    build_model,
+    householder,
+    load_builtin,
+    load_model,
+    quantized_copy,
+)
 from gonka_cli.compute.validation import PocParams, binomial_tail, fraud_cutoff
 from gonka_cli.errors import BackendUnavailable, DeviceUnavailable
 
@@ -121,7 +128,7 @@ class OnnxPrefill:
 
 
 def shortcut_artifacts(
-    model: GonkaModel,
+    model: BuiltinModel,
     nonces: list[int],
     *,
     layers: Sequence[int] | None = None,
@@ -146,10 +153,9 @@ def shortcut_artifacts(
             for j, layer in enumerate(model.layers):
                 if j in keep:
                     x = layer(x, cos, sin)
-                v = reflections[j]
-                x = x - 2.0 * (x @ v)[..., None] * v
+                x = householder(x, reflections[j])
             hidden = model.norm(x[:, -1, :]).float()
-            out.extend(poc.artifacts_from_hidden(hidden, BLOCK, PK, batch))
+            out.extend(poc.artifacts_from_hidden(hidden, BLOCK, PK, batch).artifacts)
     return out
 
 
@@ -168,7 +174,7 @@ def calibrate_poc(args: argparse.Namespace, onnx_dir: Path) -> float:
     name, device = args.model, args.device
     nonces = list(range(args.nonces))
     cheat_nonces = nonces[: args.cheat_nonces]
-    reference_model = load_model(name, "cpu", torch.float32)
+    reference_model = load_builtin(name, "cpu", torch.float32)
     spec = reference_model.spec
 
     def timed(label: str, fn: Callable[[], list[bytes]]) -> list[bytes]:

@@ -1,7 +1,10 @@
 """The compute engine: the math that `gonka mine`, `gonka bench` and the local node share.
 
+- `devices`: device names, dtypes and free memory.
 - `rng`: portable MurmurHash3 / Box-Muller randomness (PoC v2).
-- `models`: the built-in seeded Llama-style models and their catalogue.
+- `models`: the model interface, `load_model`, the built-in seeded models and their catalogue.
+- `checkpoints`: Hugging Face checkpoints run through `transformers`.
+- `hub`: the Hugging Face cache (list, pull, remove).
 - `tokenizer`: the byte-level tokenizer.
 - `artifacts`: one PoC artifact (12 fp16 values) and one MMR leaf, encoded and decoded.
 - `poc`: nonces to artifacts.

@@ -62,11 +62,14 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
 
 from gonka_cli.compute.artifacts import LEAF_BYTES, parse_leaf
 from gonka_cli.errors import ArtifactStoreError, InvalidComputeInput, InvalidProof
+from gonka_cli.storage import is_busy, open_sqlite, transaction
+from gonka_cli.validate import is_bytes, is_int
 
 log = logging.getLogger(__name__)
 
@@ -143,14 +146,6 @@ def _proof_positions(count: int, index: int) -> tuple[list[int], int]:
     return positions, number
 
 
-def _is_bytes(value: object, length: int) -> bool:
-    return isinstance(value, (bytes, bytearray)) and len(value) == length
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def verify_proof(
     root: bytes, count: int, index: int, leaf_data: bytes, proof: Sequence[bytes]
 ) -> bool:
@@ -159,13 +154,13 @@ def verify_proof(
     Never raises: anything malformed (wrong types or lengths, `index` outside `[0, count)`,
     a proof too short or too long) is simply not a valid proof.
     """
-    if not (_is_bytes(root, HASH_BYTES) and _is_bytes(leaf_data, LEAF_BYTES)):
+    if not (is_bytes(root, HASH_BYTES) and is_bytes(leaf_data, LEAF_BYTES)):
         return False
-    if not (_is_int(count) and _is_int(index)) or not 0 <= index < count <= MAX_COUNT:
+    if not (is_int(count) and is_int(index)) or not 0 <= index < count <= MAX_COUNT:
         return False
     if not isinstance(proof, (list, tuple)):
         return False
-    if not all(_is_bytes(item, HASH_BYTES) for item in proof):
+    if not all(is_bytes(item, HASH_BYTES) for item in proof):
         return False
     number, height = _locate(count, index)
     n_peaks = bin(count).count("1")
@@ -249,7 +244,10 @@ class _SqliteStore:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             # Autocommit mode: transactions are opened explicitly, one per append batch.
-            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            # FULL syncs the WAL on every commit, so a (count, root) the miner has published
+            # survives a power cut too; NORMAL only survives a crash of the process. WAL is
+            # switched on below, once the file is known to be ours.
+            self.db = open_sqlite(path, durable=durable, wal=False)
         except (OSError, sqlite3.Error) as exc:
             raise ArtifactStoreError(f"cannot open the MMR file {path}: {exc}") from None
         try:
@@ -257,14 +255,11 @@ class _SqliteStore:
             if tables and "meta" not in tables:
                 raise _corrupt(path, "it is an SQLite file of something else")
             self._enable_wal()
-            # FULL syncs the WAL on every commit, so a (count, root) the miner has published
-            # survives a power cut too; NORMAL only survives a crash of the process.
-            self.db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             self.db.executescript(_SCHEMA)
             self.count, self.root = self._read_meta()
         except sqlite3.DatabaseError as exc:
             self.db.close()
-            if _is_busy(exc):
+            if is_busy(exc):
                 raise ArtifactStoreError(
                     f"the MMR file {path} is locked by another process ({exc}); try again"
                 ) from None
@@ -282,7 +277,7 @@ class _SqliteStore:
                 self.db.execute("PRAGMA journal_mode=WAL")
                 return
             except sqlite3.OperationalError as exc:
-                if not _is_busy(exc) or time.monotonic() > deadline:
+                if not is_busy(exc) or time.monotonic() > deadline:
                     raise
                 time.sleep(0.01)
 
@@ -299,17 +294,17 @@ class _SqliteStore:
         if meta.get("format") != _FORMAT:
             raise _corrupt(self.path, f"unknown format {meta.get('format')!r}")
         count, root = meta.get("count"), meta.get("root")
-        if not _is_int(count) or not isinstance(root, bytes) or len(root) != HASH_BYTES:
+        if not is_int(count) or not isinstance(root, bytes) or len(root) != HASH_BYTES:
             raise _corrupt(self.path, "count or root missing")
         assert isinstance(count, int)
         return count, root
 
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self.db)
+    def _transaction(self) -> AbstractContextManager[None]:
+        return transaction(self.db)
 
-    def snapshot(self) -> _Transaction:
+    def snapshot(self) -> AbstractContextManager[None]:
         """A read transaction: what it reads is one committed state, whatever others write."""
-        return _Transaction(self.db, "BEGIN DEFERRED")
+        return transaction(self.db, "BEGIN DEFERRED")
 
     def node(self, pos: int) -> bytes:
         row = self.db.execute("SELECT hash FROM nodes WHERE pos = ?", (pos,)).fetchone()
@@ -407,38 +402,6 @@ class _SqliteStore:
         self.db.close()
 
 
-class _Transaction:
-    """`BEGIN IMMEDIATE ... COMMIT` (or another BEGIN), rolled back on any exception."""
-
-    def __init__(self, db: sqlite3.Connection, begin: str = "BEGIN IMMEDIATE") -> None:
-        self.db = db
-        self.begin = begin
-
-    def __enter__(self) -> None:
-        self.db.execute(self.begin)
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            try:
-                self.db.execute("COMMIT")
-            except sqlite3.Error:
-                # A failed COMMIT (disk full, I/O error) can leave the transaction open.
-                if self.db.in_transaction:
-                    self.db.execute("ROLLBACK")
-                raise
-        elif self.db.in_transaction:
-            self.db.execute("ROLLBACK")
-
-
-def _is_busy(exc: sqlite3.Error) -> bool:
-    return "locked" in str(exc) or "busy" in str(exc)
-
-
 def _duplicate(nonce: int, index: int) -> InvalidComputeInput:
     return InvalidComputeInput(
         f"nonce {nonce} is already in the MMR (leaf {index}); each nonce may be committed once"
@@ -530,7 +493,7 @@ class MMR:
     def _check_count(self, count: int | None) -> int:
         if count is None:
             return self._count
-        if not _is_int(count) or not 0 <= count <= self._count:
+        if not is_int(count) or not 0 <= count <= self._count:
             raise InvalidProof(f"count must be in [0, {self._count}] for this MMR, got {count!r}")
         return count
 
@@ -612,7 +575,7 @@ class MMR:
         with self._lock:
             self._check_open()
             count = self._check_count(count)
-            if not _is_int(index) or not 0 <= index < count:
+            if not is_int(index) or not 0 <= index < count:
                 raise InvalidProof(f"leaf index must be in [0, {count}), got {index!r}")
             positions, _ = _proof_positions(count, index)
             return self._store.nodes_at(positions)
@@ -621,7 +584,7 @@ class MMR:
         """The 28-byte data of leaf `index`."""
         with self._lock:
             self._check_open()
-            if not _is_int(index) or not 0 <= index < self._count:
+            if not is_int(index) or not 0 <= index < self._count:
                 raise InvalidProof(f"leaf index must be in [0, {self._count}), got {index!r}")
             return self._store.leaf(index)
 

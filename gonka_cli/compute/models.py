@@ -1,4 +1,9 @@
-"""The built-in models: seeded Llama-style decoders that any machine rebuilds in seconds.
+"""The engine's model interface, and the built-in models: seeded Llama-style decoders that
+any machine rebuilds in seconds.
+
+`GonkaModel` is the interface every engine model implements (its docstring is the contract):
+the built-in `BuiltinModel` here, and `checkpoints.CheckpointModel` around a Hugging Face
+checkpoint. `load_model` returns either, by name, directory or repo id.
 
 A model is RMSNorm, rotary positions (RoPE), grouped-query attention through
 `scaled_dot_product_attention` (causal) and a SwiGLU MLP, in plain torch. Its weights are not
@@ -12,7 +17,7 @@ values and each parameter is a slice of that pool.
 - Parameter `p`: the pool read circularly from offset
   `int(SHA-256(f"{name}_{p}")[:8 bytes], big-endian) % pool_size`, times a per-parameter gain
   (`param_std(p) / 0.02`). Norm weights are ones.
-- `GonkaModel.fingerprint`: SHA-256 over, for each parameter in `named_parameters()`
+- `BuiltinModel.fingerprint`: SHA-256 over, for each parameter in `named_parameters()`
   order, the line `f"{name}:{'x'.join(shape)}\\n"` then its float32 values little-endian.
   It names the weights, whatever dtype the model then runs in.
 
@@ -27,10 +32,11 @@ about `LOGIT_STD`.
 
 Two forwards:
 
-- `GonkaModel.forward_tokens(tokens, cache)`: token ids in, float32 logits out, with an
-  optional `KVCache` for prefill and decode.
-- `GonkaModel.poc_forward(embeddings, householder)`: PoC's pure tensor function (see its
-  docstring). `PocForward(model)` wraps it as a module for `torch.onnx.export`.
+- `forward_tokens(tokens, cache)`: token ids in, float32 logits out, with an optional cache
+  (`new_cache`) for prefill and decode.
+- `poc_forward(embeddings, householder)`: PoC's forward (see its docstring). For built-in
+  models it is a pure tensor function, and `PocForward(model)` wraps it as a module for
+  `torch.onnx.export`.
 """
 
 from __future__ import annotations
@@ -52,9 +58,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from gonka_cli.compute import rng
-from gonka_cli.compute.tokenizer import VOCAB_SIZE
+from gonka_cli.compute.devices import free_memory_bytes, resolve_device, resolve_dtype
+from gonka_cli.compute.tokenizer import STOP_IDS, VOCAB_SIZE
 from gonka_cli.errors import (
-    DeviceUnavailable,
     InsufficientMemory,
     InvalidComputeInput,
     UnknownModel,
@@ -64,14 +70,18 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "MODELS",
+    "BuiltinModel",
     "GonkaModel",
     "KVCache",
+    "ModelCache",
     "ModelSpec",
     "PocForward",
     "build_model",
     "clear_model_cache",
     "get_spec",
+    "householder",
     "list_models",
+    "load_builtin",
     "load_model",
     "param_std",
     "quantized_copy",
@@ -88,7 +98,11 @@ _POOL_BLOCK_CHUNKS = 64  # chunks drawn per call: int64 temporaries of 32 MB eac
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """The shape and identity of one built-in model."""
+    """The shape and identity of a model: a built-in one, or a checkpoint's (then `name` is
+    its repo id or directory, `architecture` its `model_type`, `head_dim_override` a head size
+    decoupled from `dim / n_heads` (Qwen3), `n_params` its exact parameter count, and
+    `ffn_dim` the FFN width one token runs through: an MoE's expert width times the experts
+    per token)."""
 
     name: str
     dim: int
@@ -103,9 +117,15 @@ class ModelSpec:
     norm_eps: float = 1e-5
     weights_seed: int = 1
     description: str = ""
+    architecture: str = "gonka"
+    head_dim_override: int = 0
+    n_params: int = 0
 
     def __post_init__(self) -> None:
-        if self.dim % self.n_heads or (self.dim // self.n_heads) % 2:
+        if self.head_dim_override:
+            if self.head_dim_override % 2:
+                raise InvalidComputeInput(f"{self.name}: the head size must be even")
+        elif self.dim % self.n_heads or (self.dim // self.n_heads) % 2:
             raise InvalidComputeInput(f"{self.name}: dim must split into heads of even size")
         if self.n_heads % self.n_kv_heads:
             raise InvalidComputeInput(f"{self.name}: n_heads must be a multiple of n_kv_heads")
@@ -114,11 +134,13 @@ class ModelSpec:
 
     @property
     def head_dim(self) -> int:
-        return self.dim // self.n_heads
+        return self.head_dim_override or self.dim // self.n_heads
 
     @property
     def param_count(self) -> int:
-        """Number of parameters (embeddings and output head included, untied)."""
+        """Number of parameters (a built-in model's: embeddings and output head, untied)."""
+        if self.n_params:
+            return self.n_params
         d, kv = self.dim, self.n_kv_heads * self.head_dim
         attention = 2 * d * d + 2 * d * kv
         layer = attention + 3 * d * self.ffn_dim + 2 * d
@@ -223,69 +245,6 @@ def get_spec(name: str) -> ModelSpec:
     except (KeyError, TypeError):
         known = ", ".join(MODELS)
         raise UnknownModel(f"unknown model {name!r}; known models: {known}") from None
-
-
-# --- devices and dtypes -------------------------------------------------------------------
-
-_DTYPES: Mapping[str, torch.dtype] = {
-    "fp32": torch.float32,
-    "float32": torch.float32,
-    "bf16": torch.bfloat16,
-    "bfloat16": torch.bfloat16,
-    "fp16": torch.float16,
-    "float16": torch.float16,
-}
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """A usable torch device for `device` ("cpu", "cuda", "cuda:N").
-
-    Raises DeviceUnavailable when CUDA is asked for and is not usable (never falls back to
-    the CPU), InvalidComputeInput when the text is not a device name.
-    """
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise InvalidComputeInput(
-            f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'"
-        ) from None
-    if dev.type == "cpu":
-        return torch.device("cpu")
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            build = torch.version.cuda or "none"
-            raise DeviceUnavailable(
-                f"{device} was asked for but CUDA is not usable here (torch {torch.__version__}, "
-                f"CUDA build: {build}); check the driver with nvidia-smi, or use device 'cpu'"
-            )
-        count = torch.cuda.device_count()
-        index = torch.cuda.current_device() if dev.index is None else dev.index
-        if index >= count:
-            raise DeviceUnavailable(
-                f"cuda:{index} was asked for but {count} CUDA device(s) are visible "
-                f"(cuda:0 to cuda:{count - 1}); check CUDA_VISIBLE_DEVICES"
-            )
-        return torch.device("cuda", index)
-    if dev.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise DeviceUnavailable(f"{device} was asked for but Apple MPS is not usable here")
-        return dev
-    raise DeviceUnavailable(f"device type {dev.type!r} is not supported; use 'cpu' or 'cuda'")
-
-
-def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """The compute dtype: float32 on the CPU and bfloat16 on GPUs by default.
-
-    bf16 and fp16 are accepted on every device (bf16 on the CPU is used for calibration).
-    """
-    if dtype is None:
-        return torch.float32 if device.type == "cpu" else torch.bfloat16
-    if isinstance(dtype, torch.dtype):
-        if dtype in (torch.float32, torch.bfloat16, torch.float16):
-            return dtype
-    elif isinstance(dtype, str) and dtype.lower() in _DTYPES:
-        return _DTYPES[dtype.lower()]
-    raise InvalidComputeInput(f"unsupported dtype {dtype!r}; use fp32, bf16 or fp16")
 
 
 # --- the network ---------------------------------------------------------------------------
@@ -406,19 +365,33 @@ class DecoderLayer(nn.Module):
         return out
 
 
-def _householder(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """x <- x - 2 (v.x) v along the last axis, in float32, back in x's dtype."""
-    xf = x.float()
-    vf = v.float()
-    reflected = xf - 2.0 * (xf @ vf)[..., None] * vf
-    return reflected.to(x.dtype)
+def householder(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """PoC's reflection of the residual stream, x <- x - 2 (x.v) v along the last axis.
 
-
-class KVCache:
-    """Keys and values of the positions seen so far, per layer: [B, n_kv_heads, max_len, hd].
-
-    `GonkaModel.forward_tokens` writes the new positions and advances `length`.
+    As Gonka's vLLM computes it (spec §2.1 step 3): `v` is cast to x's dtype, and the dot
+    product and the update run in that dtype (bf16 for a bf16 model).
     """
+    vx = v.to(x.dtype)
+    dot = (x * vx).sum(dim=-1, keepdim=True)
+    return x - 2 * dot * vx
+
+
+class ModelCache:
+    """The keys and values of the positions a model has seen (`GonkaModel.new_cache`).
+
+    `length` is how many positions it holds; `max_len` how many it can hold.
+    `forward_tokens` writes the new positions and advances `length`.
+    """
+
+    length: int
+
+    @property
+    def max_len(self) -> int:
+        raise NotImplementedError
+
+
+class KVCache(ModelCache):
+    """A built-in model's cache, per layer: [B, n_kv_heads, max_len, hd] keys and values."""
 
     def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
         self.keys = keys
@@ -431,6 +404,76 @@ class KVCache:
 
 
 class GonkaModel(nn.Module):
+    """The engine's model interface: what `poc`, `inference` and the miner use of a model.
+
+    `load_model` returns one: a `BuiltinModel` (seeded, byte tokenizer) or a
+    `checkpoints.CheckpointModel` (a Hugging Face checkpoint run by `transformers`). Models
+    are in eval mode, without gradients, and shared by `load_model`: do not modify them.
+
+    Attributes:
+
+    - `spec` (`ModelSpec`): `name` (built-in name, repo id or directory), `architecture`,
+      `dim` (hidden size), `n_layers` (decoder layers: one PoC reflection each), `n_heads`,
+      `n_kv_heads`, `head_dim`, `ffn_dim`, `vocab_size` (rows of the logits, which can exceed
+      the tokenizer's vocabulary: padding rows), `max_seq_len` (positions a sequence may use),
+      `poc_seq_len` (the default PoC sequence length), `param_count`.
+    - `fingerprint` (str, hex): names the weights; equal fingerprints compute the same.
+    - `device` (`torch.device`): where inputs go (the first device of a model split across
+      GPUs); `dtype` (`torch.dtype`): the weights' and activations' dtype.
+    - `tokenizer`: None for built-in models (they use `compute.tokenizer`'s byte tokenizer);
+      for a checkpoint, its `transformers` fast tokenizer (`PreTrainedTokenizerFast`),
+      with its chat template (`tokenizer.chat_template`, `apply_chat_template`) and
+      `eos_token_id`; `len(tokenizer)` may be below `spec.vocab_size`.
+    - `generation_eos_ids` (tuple of int): the token ids that end a generation.
+
+    Methods:
+
+    - `new_cache(batch_size, max_len=None) -> ModelCache`: an empty cache for `batch_size`
+      sequences of up to `max_len` positions (default `spec.max_seq_len`).
+    - `forward_tokens(tokens, cache=None, *, last_only=False) -> Tensor`: token ids
+      [B, T] (int64, on `device`) -> float32 logits [B, T, vocab_size] ([B, 1, vocab_size]
+      with `last_only`). With a cache the tokens continue its positions (prefill when empty,
+      decode after) and the cache then holds them too; without one positions start at 0.
+      Every row of a batch is at the same position (no padding).
+    - `poc_forward(embeddings, householder) -> Tensor`: PoC v2's forward (spec §2.1 steps
+      2-5). Embeddings [B, T, dim] in the model's dtype replace the token embeddings at
+      positions 0..T-1 (causal, unscaled); after every decoder layer i the residual stream is
+      reflected with `householder(x, v_i)` in the model's dtype, v_i = `householder[i]`
+      (unit vectors, float32 [n_layers, dim]); returns the last position after the final
+      norm, as float32 [B, dim]. NaN is returned, not raised (`poc` drops such rows).
+    """
+
+    spec: ModelSpec
+    fingerprint: str
+    tokenizer: Any = None
+    generation_eos_ids: tuple[int, ...] = ()
+
+    @property
+    def device(self) -> torch.device:
+        raise NotImplementedError
+
+    @property
+    def dtype(self) -> torch.dtype:
+        raise NotImplementedError
+
+    def new_cache(self, batch_size: int, max_len: int | None = None) -> ModelCache:
+        raise NotImplementedError
+
+    def forward_tokens(
+        self, tokens: torch.Tensor, cache: ModelCache | None = None, *, last_only: bool = False
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(
+        self, tokens: torch.Tensor, cache: ModelCache | None = None, *, last_only: bool = False
+    ) -> torch.Tensor:
+        return self.forward_tokens(tokens, cache, last_only=last_only)
+
+    def poc_forward(self, embeddings: torch.Tensor, householder: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class BuiltinModel(GonkaModel):
     """A seeded Llama-style decoder. Build it with `load_model` or `build_model`."""
 
     rope_cos: torch.Tensor
@@ -440,6 +483,7 @@ class GonkaModel(nn.Module):
         super().__init__()
         self.spec = spec
         self.fingerprint = ""
+        self.generation_eos_ids = STOP_IDS
         # An explicit weight skips nn.Embedding's random init (normal_ on the meta device
         # costs a second of imports the first time).
         embedding = torch.empty(spec.vocab_size, spec.dim, device=device)
@@ -482,13 +526,15 @@ class GonkaModel(nn.Module):
         return KVCache(keys, values)
 
     def forward_tokens(
-        self, tokens: torch.Tensor, cache: KVCache | None = None, *, last_only: bool = False
+        self, tokens: torch.Tensor, cache: ModelCache | None = None, *, last_only: bool = False
     ) -> torch.Tensor:
         """Logits (float32) for token ids [B, T]: [B, T, vocab], or [B, 1, vocab] if last_only.
 
         With a cache the tokens continue the cached positions (prefill when the cache is
         empty, decode after); the cache then holds them too.
         """
+        if cache is not None and not isinstance(cache, KVCache):
+            raise InvalidComputeInput("this cache belongs to another model; use new_cache()")
         _, t = tokens.shape
         start = 0 if cache is None else cache.length
         limit = self.spec.max_seq_len if cache is None else cache.max_len
@@ -510,17 +556,12 @@ class GonkaModel(nn.Module):
         hidden = self.norm(x).float()
         return F.linear(hidden, self.output.weight.float())
 
-    def forward(
-        self, tokens: torch.Tensor, cache: KVCache | None = None, *, last_only: bool = False
-    ) -> torch.Tensor:
-        return self.forward_tokens(tokens, cache, last_only=last_only)
-
-    def poc_forward(self, embeddings: torch.Tensor, householder: torch.Tensor) -> torch.Tensor:
+    def poc_forward(self, embeddings: torch.Tensor, reflections: torch.Tensor) -> torch.Tensor:
         """PoC v2's forward: embeddings [B, T, dim] -> last hidden state [B, dim], float32.
 
         `embeddings` (in the model's dtype) replace token embeddings at positions 0..T-1 with
-        causal attention; after every layer i the residual stream is reflected,
-        x <- x - 2 (v.x) v with v = `householder[i]` (unit vectors [n_layers, dim]); the
+        causal attention; after every layer i the residual stream is reflected in the
+        model's dtype, `householder(x, reflections[i])` (unit vectors [n_layers, dim]); the
         result is the last position after the final norm, cast to float32.
 
         A pure tensor function: no data-dependent Python control flow, no cache, no
@@ -533,19 +574,19 @@ class GonkaModel(nn.Module):
         x = embeddings
         for i, layer in enumerate(self.layers):
             x = layer(x, cos, sin)
-            x = _householder(x, householder[i])
+            x = householder(x, reflections[i])
         last: torch.Tensor = self.norm(x[:, -1, :])
         return last.float()
 
 
 class PocForward(nn.Module):
-    """`GonkaModel.poc_forward` as a module: `forward(embeddings, householder) -> [B, dim]`.
+    """`BuiltinModel.poc_forward` as a module: `forward(embeddings, householder) -> [B, dim]`.
 
     This is the graph to export to ONNX: inputs embeddings [B, T, dim] (model dtype) and
     householder [n_layers, dim] (float32), output [B, dim] float32.
     """
 
-    def __init__(self, model: GonkaModel) -> None:
+    def __init__(self, model: BuiltinModel) -> None:
         super().__init__()
         self.model = model
 
@@ -568,24 +609,12 @@ def _weight_pool(spec: ModelSpec, device: torch.device) -> torch.Tensor:
     return (torch.cat(blocks).reshape(-1) * INIT_STD).to(device)
 
 
-def _free_memory_bytes(device: torch.device) -> int | None:
-    """Memory a model may still take on `device` (None where it cannot be measured)."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
-    if device.type == "cpu":
-        import psutil  # type: ignore[import-untyped]
-
-        return int(psutil.virtual_memory().available)
-    return None
-
-
 def _check_memory(spec: ModelSpec, device: torch.device, dtype: torch.dtype) -> None:
     """Refuse a model that cannot fit, before the kernel kills the process half way."""
     element = torch.empty((), dtype=dtype).element_size()
     # The weights, the float32 pool, and a float32 parameter with its cast in flight.
     need = spec.param_count * element + spec.pool_size * 4 + spec.largest_param * 8
-    free = _free_memory_bytes(device)
+    free = free_memory_bytes(device)
     if free is not None and need > free:
         raise InsufficientMemory(
             f"{spec.name} needs about {need / 1e9:.2f} GB of memory on {device} in "
@@ -629,7 +658,7 @@ def _fingerprint_update(digest: Any, name: str, values: torch.Tensor) -> None:
 
 def build_model(
     spec: ModelSpec, device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None
-) -> GonkaModel:
+) -> BuiltinModel:
     """Build `spec`'s model from its seed on `device` (not cached; see `load_model`)."""
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
@@ -637,7 +666,7 @@ def build_model(
     started = time.perf_counter()
     # Built on the meta device (no memory, no random init), then every parameter is replaced
     # by its pool slice: to_empty() would cost a second of imports on the first call.
-    model = GonkaModel(spec, torch.device("meta"))
+    model = BuiltinModel(spec, torch.device("meta"))
     pool = _weight_pool(spec, dev)
     digest = hashlib.sha256()
     with torch.no_grad():
@@ -667,7 +696,7 @@ def build_model(
     return model
 
 
-def quantized_copy(model: GonkaModel, bits: int) -> GonkaModel:
+def quantized_copy(model: GonkaModel, bits: int) -> BuiltinModel:
     """A float32 CPU copy of `model` whose matrices are rounded to `bits`-bit integers.
 
     Symmetric, per output row: scale = max|w| / (2^(bits-1) - 1). It stands for a host that
@@ -675,6 +704,8 @@ def quantized_copy(model: GonkaModel, bits: int) -> GonkaModel:
     """
     if not 2 <= bits <= 16:
         raise InvalidComputeInput(f"bits must be between 2 and 16, got {bits}")
+    if not isinstance(model, BuiltinModel):
+        raise InvalidComputeInput("quantized_copy rebuilds built-in models only")
     copy = build_model(model.spec, "cpu", torch.float32)
     levels = 2 ** (bits - 1) - 1
     with torch.no_grad():
@@ -686,31 +717,71 @@ def quantized_copy(model: GonkaModel, bits: int) -> GonkaModel:
 
 
 _CACHE_SIZE = 4
-_cache: OrderedDict[tuple[str, str, torch.dtype], GonkaModel] = OrderedDict()
+_cache: OrderedDict[tuple[str, str, str], GonkaModel] = OrderedDict()
 _cache_lock = threading.Lock()
+
+
+def load_builtin(
+    name: str, device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None
+) -> BuiltinModel:
+    """The built-in model `name` (see `load_model`); UnknownModel for any other name."""
+    spec = get_spec(name)
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    key = (name, str(dev), str(dt))
+    with _cache_lock:
+        model = _cache.get(key)
+        if model is None:
+            model = build_model(spec, dev, dt)
+            _remember(key, model)
+        else:
+            _cache.move_to_end(key)
+        assert isinstance(model, BuiltinModel)
+        return model
+
+
+def _remember(key: tuple[str, str, str], model: GonkaModel) -> None:
+    _cache[key] = model
+    while len(_cache) > _CACHE_SIZE:
+        _cache.popitem(last=False)
 
 
 def load_model(
     name: str, device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None
 ) -> GonkaModel:
-    """The built-in model `name` on `device`, built once per process and then shared.
+    """A model for the engine, loaded once per process and then shared (do not modify it).
 
-    Defaults: float32 on the CPU, bfloat16 on CUDA (fp16 and, on the CPU, bf16 allowed).
-    Raises UnknownModel for a name not in the catalogue, DeviceUnavailable when CUDA is asked
-    for and not usable, and InsufficientMemory when the model would not fit in the device's
-    free memory. The returned model is shared: do not modify it.
+    `name` is, in this order:
+
+    - a built-in model's name (`MODELS`): built from its seed; `dtype` None or "auto" means
+      float32 on the CPU and bfloat16 on CUDA (fp16 and, on the CPU, bf16 allowed);
+    - a local directory in the Hugging Face layout (`config.json`, `*.safetensors` with or
+      without `model.safetensors.index.json`, `tokenizer.json`, `tokenizer_config.json`);
+    - a Hugging Face repo id ("Qwen/Qwen3-0.6B", optionally "ID@REVISION"), resolved from the
+      local Hugging Face cache as `huggingface_hub` resolves it (`HF_HOME`, `HF_HUB_CACHE`),
+      never downloaded here (`gonka models pull` downloads).
+
+    A checkpoint runs through `transformers` (`checkpoints.CheckpointModel`); its `dtype`
+    None or "auto" is the checkpoint's own dtype. `device` is "cpu", "cuda", "cuda:N", or
+    for a checkpoint "cuda:0,1,..." to split it across those GPUs; plain "cuda" splits it
+    across all visible GPUs when it does not fit on one.
+
+    Raises UnknownModel (neither a built-in name, a directory nor a cached repo id; the
+    message names the fix), `checkpoints.CheckpointError` (unreadable, corrupt or
+    unsupported checkpoint), DeviceUnavailable (CUDA asked for and not usable) and
+    InsufficientMemory (the model would not fit in the device's free memory).
     """
-    spec = get_spec(name)
-    dev = resolve_device(device)
-    dt = resolve_dtype(dtype, dev)
-    key = (name, str(dev), dt)
+    if isinstance(name, str) and name in MODELS:
+        return load_builtin(name, device, dtype)
+    from gonka_cli.compute import checkpoints
+
+    source = checkpoints.resolve(name)
+    key = (source.cache_key, str(device), str(dtype))
     with _cache_lock:
         model = _cache.get(key)
         if model is None:
-            model = build_model(spec, dev, dt)
-            _cache[key] = model
-            while len(_cache) > _CACHE_SIZE:
-                _cache.popitem(last=False)
+            model = checkpoints.load_checkpoint(source, device, dtype)
+            _remember(key, model)
         else:
             _cache.move_to_end(key)
         return model

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-    from gonka_cli.compute.models import GonkaModel
+    from gonka_cli.compute.models import BuiltinModel
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +82,9 @@ def export(name: str, kind: str = "poc", directory: Path | None = None) -> Path:
     """Export model `name`'s `kind` graph (once; later calls return the cached file)."""
     import torch
 
-    from gonka_cli.compute.models import PocForward, load_model
+    from gonka_cli.compute.models import PocForward, load_builtin
 
-    model = load_model(name, "cpu", torch.float32)
+    model = load_builtin(name, "cpu", torch.float32)
     path = model_path(name, kind, model.fingerprint, directory)
     with _export_lock:
         if path.exists():
@@ -154,12 +154,12 @@ def export(name: str, kind: str = "poc", directory: Path | None = None) -> Path:
         return path
 
 
-def _prefill_module(model: GonkaModel) -> Any:
+def _prefill_module(model: BuiltinModel) -> Any:
     """`forward_tokens` without a cache, as a module to export (torch loads lazily)."""
     import torch
 
     class Prefill(torch.nn.Module):
-        def __init__(self, inner: GonkaModel) -> None:
+        def __init__(self, inner: BuiltinModel) -> None:
             super().__init__()
             self.model = inner
 
@@ -182,7 +182,7 @@ class OnnxModel:
     ) -> None:
         import torch
 
-        from gonka_cli.compute.models import get_spec, load_model
+        from gonka_cli.compute.models import get_spec, load_builtin
 
         self.spec = get_spec(name)
         self.name = name
@@ -194,7 +194,7 @@ class OnnxModel:
         self._directory = directory
         self._threads = threads
         self._ort = _import_ort()
-        self.fingerprint = load_model(name, "cpu", torch.float32).fingerprint
+        self.fingerprint = load_builtin(name, "cpu", torch.float32).fingerprint
         self._sessions: dict[str, Any] = {}
         self._lock = threading.Lock()
 
@@ -256,11 +256,12 @@ def compute_artifacts(
     batch_size: int = 16,
     seq_len: int | None = None,
 ) -> list[bytes]:
-    """`poc.compute_artifacts` on onnxruntime: the same inputs, the same artifacts."""
+    """`poc.compute_artifacts` on onnxruntime: the same inputs, the same artifacts (and the
+    same InvalidComputeInput when a row's hidden state holds NaN)."""
     from gonka_cli.compute import poc
 
-    check = poc.check_block_hash(block_hash)
-    pk = poc.check_public_key(public_key_hex)
+    check = poc.check_seed_text("block hash", block_hash)
+    pk = poc.check_seed_text("public key", public_key_hex)
     nonce_list = list(nonces)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidComputeInput(f"batch size must be an integer >= 1, got {batch_size!r}")
@@ -276,5 +277,8 @@ def compute_artifacts(
         batch = nonce_list[i : i + batch_size]
         inputs = poc.poc_inputs(check, pk, batch, t, spec.dim).numpy()
         hidden = model.poc_hidden(inputs, reflections)
-        out.extend(poc.artifacts_from_hidden(hidden, check, pk, batch))
+        result = poc.artifacts_from_hidden(hidden, check, pk, batch)
+        if result.dropped:
+            raise InvalidComputeInput(poc.NON_FINITE)
+        out.extend(result.artifacts)
     return out

@@ -1,37 +1,37 @@
-"""Proof of Compute v2: nonces to artifacts (reference §2 "One nonce -> one artifact").
+"""Proof of Compute v2: nonces to artifacts, exactly as Gonka's ML node computes them (spec §2).
 
-For each nonce, with `pk` the host's compressed public key in hex:
+For each nonce, with `bh` the block hash and `pk` the public key, both strings taken verbatim
+(DAPI sends the block hash as upper-case hex and the key as lower-case hex; the golden file
+uses `TEST_BLOCK` / `test_pub_keys`; their format is the caller's business):
 
-1. Inputs: `normal(seed_of(f"{block_hash}_{pk}_nonce{nonce}"), seq_len*dim)` shaped
-   (seq_len, dim), fed in place of token embeddings (causal, positions 0..seq_len-1).
-2. After every decoder layer i, the Householder reflection x <- x - 2 (v.x) v with
-   v = normalize(normal(seed_of(f"{block_hash}_layer_{i}_householder"), dim)).
-3. The last position after the final norm, in float32, normalized (eps 1e-8).
-4. Pick k = 12 coordinates: score index j by
-   `murmur3(seed_of(f"{block_hash}_{pk}_nonce_{nonce}_pick_12"), j)`; keep the 12 smallest.
-5. Eleven Householder reflections of the 12-vector, reflection j with
-   normalize(normal(seed_of(f"{block_hash}_{pk}_nonce_{nonce}_haar_hh_12_{j}"), 12)); normalize.
-6. The artifact: the 12 values as fp16 little-endian, 24 bytes (`artifacts.encode_artifact`).
+1. Inputs: `normal(seed_of(f"{bh}_{pk}_nonce{nonce}"), seq_len*dim)` shaped (seq_len, dim),
+   cast to the model's dtype and fed in place of token embeddings, unscaled (causal,
+   positions 0..seq_len-1). With the stronger generator (`strong_inputs`),
+   `rng.normal_strong` of the same string.
+2. After every decoder layer i, the Householder reflection x <- x - 2 (x.v) v in the model's
+   dtype, v = normalize(normal(seed_of(f"{bh}_layer_{i}_householder"), dim)) cast to it.
+3. The final norm, the last position, float32 from there on.
+4. A row holding NaN is dropped and reported (`PocBatch.dropped`), not raised.
+   The rest are normalized as `x / (||x|| + 1e-8)`.
+5. Pick k = 12 coordinates, in the order CUDA's `topk(-scores, 12, sorted=False)` returns
+   them (spec §2.3): score index j by `murmur3(seed_of(f"{bh}_{pk}_nonce_{nonce}_pick_12"),
+   j)`; the 11 indices with the smallest scores in ascending index order, then the index with
+   the 12th-smallest score.
+6. Eleven Householder reflections of the 12-vector, reflection j with
+   normalize(normal(seed_of(f"{bh}_{pk}_nonce_{nonce}_haar_hh_12_{j}"), 12));
+   `y / (||y|| + 1e-8)`.
+7. The artifact: the 12 values as fp16 little-endian, 24 bytes (`artifacts.encode_artifact`);
+   a row that is not finite in fp16 is dropped too.
 
-**Where we differ from Gonka.** Gonka's code takes the 12 picked coordinates in an order that
-depends on the GPU library's top-k. We fix it: ascending score, ties broken by the smaller
-index. An artifact from Gonka's code holds the same 12 values, possibly permuted.
-
-Steps 3-6 (`artifacts_from_hidden`) run on the CPU in float32 whatever device ran the
-model, so another backend (ONNX) that produces the hidden states shares them, and the inputs
-(`poc_inputs`) and reflections (`householder_vectors`) are public for the same reason.
-
-Input conventions: the block hash is used verbatim in the seed strings (case matters: pass it
-as the chain publishes it); it must be 1 to 128 hex characters. The public key is 66 hex
-characters (a 33-byte compressed secp256k1 key, prefix 02 or 03), accepted in either case
-and used in lower case (as Go's hex encoding writes it). Nonces are int32.
+Steps 4-7 (`artifacts_from_hidden`) run on the CPU in float32 whatever device ran the model,
+so every model (built-in, checkpoint, ONNX) shares them, and the inputs (`poc_inputs`) and
+reflections (`householder_vectors`) are public for the same reason. Nonces are int32.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -52,15 +52,18 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "PocBatch",
     "PocInputParams",
     "artifacts_from_hidden",
-    "check_block_hash",
-    "check_public_key",
+    "check_seed_text",
     "choose_batch_size",
     "compute_artifacts",
+    "compute_poc",
     "householder_vectors",
     "nonce_iterator",
     "per_nonce_bytes",
+    "pick_indices",
+    "poc_flops",
     "poc_inputs",
 ]
 
@@ -72,8 +75,7 @@ MAX_BATCH_GPU = 512
 MEMORY_SHARE_CPU = 0.25
 MEMORY_SHARE_GPU = 0.6
 _RNG_ELEMENTS = 1 << 23  # random values drawn per call: bounds the int64 temporaries
-
-_HEX = re.compile(r"[0-9a-fA-F]+")
+NON_FINITE = "hidden states hold NaN or infinite values"
 
 
 @dataclass(frozen=True)
@@ -112,28 +114,11 @@ class PocInputParams:
 # --- inputs ------------------------------------------------------------------------------
 
 
-def check_block_hash(block_hash: str) -> str:
-    """Return the block hash unchanged when it is 1 to 128 hex characters, else raise."""
-    if not isinstance(block_hash, str) or not _HEX.fullmatch(block_hash) or len(block_hash) > 128:
-        raise InvalidComputeInput(
-            f"block hash must be 1 to 128 hex characters, got {str(block_hash)[:80]!r}"
-        )
-    return block_hash
-
-
-def check_public_key(public_key_hex: str) -> str:
-    """The compressed public key as 66 lower-case hex characters; raise when it is not one."""
-    if (
-        not isinstance(public_key_hex, str)
-        or len(public_key_hex) != 66
-        or not _HEX.fullmatch(public_key_hex)
-        or public_key_hex[:2] not in ("02", "03")
-    ):
-        raise InvalidComputeInput(
-            "public key must be a compressed secp256k1 key: 66 hex characters starting 02 "
-            f"or 03, got {str(public_key_hex)[:80]!r}"
-        )
-    return public_key_hex.lower()
+def check_seed_text(name: str, value: str) -> str:
+    """Return a block hash or public key unchanged: any non-empty string, used verbatim."""
+    if not isinstance(value, str) or not value:
+        raise InvalidComputeInput(f"{name} must be a non-empty string, got {value!r:.80}")
+    return value
 
 
 def _check_size(name: str, value: int, minimum: int) -> int:
@@ -152,7 +137,7 @@ def householder_vectors(
     block_hash: str, n_layers: int, dim: int, device: str | torch.device = "cpu"
 ) -> torch.Tensor:
     """The per-layer reflection vectors of a round: float32 [n_layers, dim], unit length."""
-    check_block_hash(block_hash)
+    check_seed_text("block hash", block_hash)
     layers = range(_check_size("n_layers", n_layers, 0))
     texts = [f"{block_hash}_layer_{i}_householder" for i in layers]
     return rng.unit_vectors(texts, dim, device)
@@ -171,8 +156,8 @@ def poc_inputs(
     """The input embeddings of `nonces`: float32 [len(nonces), seq_len, dim] on `device`."""
     import torch
 
-    check_block_hash(block_hash)
-    pk = check_public_key(public_key_hex)
+    check_seed_text("block hash", block_hash)
+    pk = check_seed_text("public key", public_key_hex)
     nonce_list = _check_nonces(nonces)
     n = _check_size("seq_len", seq_len, 1) * _check_size("dim", dim, 1)
     texts = [f"{block_hash}_{pk}_nonce{nonce}" for nonce in nonce_list]
@@ -196,23 +181,56 @@ def _empty(dim: int, device: str | torch.device) -> torch.Tensor:
 # --- hidden state -> artifact ------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class PocBatch:
+    """Artifacts of a list of nonces: `nonces[i]` has `artifacts[i]` (24 bytes); `dropped`
+    are the nonces whose hidden state held NaN (spec §2.4: absent from the answer)."""
+
+    nonces: tuple[int, ...]
+    artifacts: tuple[bytes, ...]
+    dropped: tuple[int, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "nonces": list(self.nonces),
+            "artifacts": [a.hex() for a in self.artifacts],
+            "dropped": list(self.dropped),
+        }
+
+
 def _normalize(x: torch.Tensor) -> torch.Tensor:
-    unit: torch.Tensor = x / x.norm(dim=-1, keepdim=True).clamp_min(NORM_EPS)
+    unit: torch.Tensor = x / (x.norm(dim=-1, keepdim=True) + NORM_EPS)
     return unit
+
+
+def pick_indices(scores: torch.Tensor, k: int = K_DIM) -> torch.Tensor:
+    """The k coordinates PoC picks per row of Murmur3 `scores` [B, dim], in CUDA's order.
+
+    `torch.topk(-scores, k, sorted=False)` on NVIDIA GPUs writes the elements strictly
+    better than the k-th in ascending index order, then the k-th itself (spec §2.3); the
+    scores never tie (Murmur3 with a fixed seed is a bijection on 32-bit keys).
+    """
+    import torch
+
+    if scores.dim() != 2 or not 1 <= k <= scores.shape[1]:
+        raise InvalidComputeInput(f"cannot pick {k} of scores shaped {list(scores.shape)}")
+    smallest = torch.topk(scores, k, dim=1, largest=False, sorted=True).indices
+    head = torch.sort(smallest[:, : k - 1], dim=1).values
+    return torch.cat([head, smallest[:, k - 1 :]], dim=1)
 
 
 def artifacts_from_hidden(
     hidden: HiddenStates, block_hash: str, public_key_hex: str, nonces: Sequence[int]
-) -> list[bytes]:
-    """Steps 3-6 for a batch: last hidden states [B, dim] (tensor or array) -> artifacts.
+) -> PocBatch:
+    """Steps 4-7 for a batch: last hidden states [B, dim] (tensor or array) -> artifacts.
 
-    Runs on the CPU in float32: normalize, pick 12 coordinates (ascending Murmur3 score, ties
-    by index), 11 seeded Householder reflections, normalize, fp16 little-endian.
+    Runs on the CPU in float32: drop NaN rows, normalize, pick 12 coordinates in CUDA's
+    order, 11 seeded Householder reflections, normalize, fp16 little-endian.
     """
     import torch
 
-    check_block_hash(block_hash)
-    pk = check_public_key(public_key_hex)
+    check_seed_text("block hash", block_hash)
+    pk = check_seed_text("public key", public_key_hex)
     nonce_list = _check_nonces(nonces)
     h = torch.as_tensor(hidden).detach().to("cpu", torch.float32)
     if h.dim() != 2 or h.shape[0] != len(nonce_list):
@@ -221,24 +239,32 @@ def artifacts_from_hidden(
         )
     if h.shape[1] < K_DIM:
         raise InvalidComputeInput(f"hidden size {h.shape[1]} is below the {K_DIM} picked")
-    if not nonce_list:
-        return []
-    if not bool(torch.isfinite(h).all()):
-        raise InvalidComputeInput("hidden states hold NaN or infinite values")
-    h = _normalize(h)
-    base = [f"{block_hash}_{pk}_nonce_{nonce}" for nonce in nonce_list]
+    keep = ~torch.isnan(h).any(dim=1)
+    dropped = [n for n, ok in zip(nonce_list, keep.tolist(), strict=True) if not ok]
+    kept = [n for n, ok in zip(nonce_list, keep.tolist(), strict=True) if ok]
+    if not kept:
+        return PocBatch((), (), tuple(dropped))
+    h = _normalize(h[keep])
+    base = [f"{block_hash}_{pk}_nonce_{nonce}" for nonce in kept]
     pick_seeds = [rng.seed_of(f"{b}_pick_{K_DIM}") for b in base]
     scores = rng.murmur3_rows(pick_seeds, torch.arange(h.shape[1]))
-    # A stable sort keeps equal scores in index order: the fixed, portable pick order.
-    order = torch.sort(scores, dim=1, stable=True).indices[:, :K_DIM]
-    y = torch.gather(h, 1, order)
+    y = torch.gather(h, 1, pick_indices(scores))
     texts = [f"{b}_haar_hh_{K_DIM}_{j}" for b in base for j in range(K_DIM - 1)]
     reflections = rng.unit_vectors(texts, K_DIM, "cpu").view(len(base), K_DIM - 1, K_DIM)
     for j in range(K_DIM - 1):
         v = reflections[:, j]
         y = y - 2.0 * (y * v).sum(dim=1, keepdim=True) * v
     y = _normalize(y)
-    return [encode_artifact(row) for row in y.tolist()]
+    finite = torch.isfinite(y.half()).all(dim=1).tolist()
+    out_nonces: list[int] = []
+    out: list[bytes] = []
+    for nonce, row, ok in zip(kept, y.tolist(), finite, strict=True):
+        if ok:
+            out_nonces.append(nonce)
+            out.append(encode_artifact(row))
+        else:
+            dropped.append(nonce)
+    return PocBatch(tuple(out_nonces), tuple(out), tuple(dropped))
 
 
 # --- batching -----------------------------------------------------------------------------
@@ -263,14 +289,16 @@ def per_nonce_bytes(spec: ModelSpec, seq_len: int, element_bytes: int, on_cpu: b
 def poc_flops(spec: ModelSpec, seq_len: int) -> int:
     """Matmul FLOPs of one nonce's forward (what benchmarks divide by time).
 
-    Per layer, with T = seq_len, d = dim, kv = the key/value width and f = ffn_dim:
-    projections 2T(2d^2 + 2d*kv), MLP 6Tdf, attention scores and values 2T^2 d (causal:
-    half of the full 4T^2 d). Norms, RoPE and the reflections are left out (< 1%); PoC reads
-    the last hidden state, so there is no output head.
+    Per layer, with T = seq_len, d = dim, q = the query width (n_heads * head_dim, which
+    Qwen3 decouples from d), kv = the key/value width and f = ffn_dim (an MoE's active
+    width): projections 2T(2dq + 2d*kv), MLP 6Tdf, attention scores and values 2T^2 q
+    (causal: half of the full 4T^2 q). Norms, RoPE, routers and the reflections are left out
+    (< 1%); PoC reads the last hidden state, so there is no output head.
     """
     t, d, f = seq_len, spec.dim, spec.ffn_dim
+    q = spec.n_heads * spec.head_dim
     kv = spec.n_kv_heads * spec.head_dim
-    per_layer = 2 * t * (2 * d * d + 2 * d * kv) + 6 * t * d * f + 2 * t * t * d
+    per_layer = 2 * t * (2 * d * q + 2 * d * kv) + 6 * t * d * f + 2 * t * t * q
     return spec.n_layers * per_layer
 
 
@@ -298,6 +326,64 @@ def choose_batch_size(model: GonkaModel, seq_len: int) -> int:
 # --- the whole pipeline ---------------------------------------------------------------------
 
 
+def compute_poc(
+    model: GonkaModel,
+    block_hash: str,
+    public_key: str,
+    nonces: Sequence[int],
+    *,
+    params: PocInputParams | None = None,
+    batch_size: int | None = None,
+) -> PocBatch:
+    """The artifacts of `nonces` on `model` (a built-in model or a checkpoint: one path).
+
+    `block_hash` and `public_key` are used verbatim. `params` defaults to the model's PoC
+    parameters; `batch_size` (nonces per forward) defaults to `choose_batch_size`. Nonces
+    whose hidden state holds NaN are left out of the artifacts and listed in `dropped` (and
+    logged). Raises InvalidComputeInput for a bad nonce, string or batch size.
+    """
+    import torch
+
+    check_seed_text("block hash", block_hash)
+    pk = check_seed_text("public key", public_key)
+    nonce_list = _check_nonces(nonces)
+    spec = model.spec
+    poc = params if params is not None else PocInputParams.for_model(spec)
+    if poc.seq_len > spec.max_seq_len:
+        raise InvalidComputeInput(f"seq_len {poc.seq_len} exceeds {spec.max_seq_len}")
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
+        raise InvalidComputeInput(f"batch size must be an integer >= 1, got {batch_size!r}")
+    if not nonce_list:
+        return PocBatch((), ())
+    size = batch_size or choose_batch_size(model, poc.seq_len)
+    device, dtype = model.device, model.dtype
+    done: list[int] = []
+    artifacts: list[bytes] = []
+    dropped: list[int] = []
+    with torch.inference_mode():
+        reflections = householder_vectors(block_hash, spec.n_layers, spec.dim, device)
+        for i in range(0, len(nonce_list), size):
+            batch = nonce_list[i : i + size]
+            inputs = poc_inputs(
+                block_hash, pk, batch, poc.seq_len, spec.dim, device, strong=poc.strong_inputs
+            )
+            hidden = model.poc_forward(inputs.to(dtype), reflections)
+            result = artifacts_from_hidden(hidden, block_hash, pk, batch)
+            done.extend(result.nonces)
+            artifacts.extend(result.artifacts)
+            dropped.extend(result.dropped)
+    if dropped:
+        logger.warning(
+            "%d of %d nonces dropped: their hidden state held NaN (first: %d)",
+            len(dropped),
+            len(nonce_list),
+            dropped[0],
+        )
+    return PocBatch(tuple(done), tuple(artifacts), tuple(dropped))
+
+
 def compute_artifacts(
     model: GonkaModel,
     block_hash: str,
@@ -309,38 +395,16 @@ def compute_artifacts(
 ) -> list[bytes]:
     """The 24-byte artifact of each nonce, in the order given (an empty list gives []).
 
-    `params` defaults to the model's PoC parameters; `batch_size` (nonces per forward)
-    defaults to `choose_batch_size`. Raises InvalidComputeInput for a bad block hash, public
-    key, nonce or batch size.
+    `compute_poc` for callers that need one artifact per nonce (the devnet miner and
+    validator): a dropped NaN row cannot be answered there, so it raises
+    InvalidComputeInput (`NON_FINITE`) instead.
     """
-    import torch
-
-    check_block_hash(block_hash)
-    pk = check_public_key(public_key_hex)
-    nonce_list = _check_nonces(nonces)
-    spec = model.spec
-    poc = params if params is not None else PocInputParams.for_model(spec)
-    if poc.seq_len > spec.max_seq_len:
-        raise InvalidComputeInput(f"seq_len {poc.seq_len} exceeds {spec.max_seq_len}")
-    if batch_size is not None and (
-        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-    ):
-        raise InvalidComputeInput(f"batch size must be an integer >= 1, got {batch_size!r}")
-    if not nonce_list:
-        return []
-    size = batch_size or choose_batch_size(model, poc.seq_len)
-    device, dtype = model.device, model.dtype
-    out: list[bytes] = []
-    with torch.inference_mode():
-        reflections = householder_vectors(block_hash, spec.n_layers, spec.dim, device)
-        for i in range(0, len(nonce_list), size):
-            batch = nonce_list[i : i + size]
-            inputs = poc_inputs(
-                block_hash, pk, batch, poc.seq_len, spec.dim, device, strong=poc.strong_inputs
-            )
-            hidden = model.poc_forward(inputs.to(dtype), reflections)
-            out.extend(artifacts_from_hidden(hidden, block_hash, pk, batch))
-    return out
+    result = compute_poc(
+        model, block_hash, public_key_hex, nonces, params=params, batch_size=batch_size
+    )
+    if result.dropped:
+        raise InvalidComputeInput(NON_FINITE)
+    return list(result.artifacts)
 
 
 def nonce_iterator(

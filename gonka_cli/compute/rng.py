@@ -11,14 +11,15 @@ the same values (reference §2 "Randomness"):
   >= 1e-10, u2 the second half; all z0 first, then all z1, cut to n, computed in float32.
 
 The hash is computed with int64 tensors whose values always stay below 2^49, so no step
-relies on integer overflow and the bits are identical on every device. `uniform` is
-therefore bit-exact everywhere; `normal` inherits the (ulp-level) differences of each
-device's `log`/`cos`/`sin`.
+relies on integer overflow and the bits are identical on every device; on the CPU it runs
+in NumPy `uint32`, whose arithmetic is defined modulo 2^32 (the same bits, about ten times
+faster: PoC draws seq_len * hidden values per nonce). `uniform` is therefore bit-exact
+everywhere; `normal` inherits the (ulp-level) differences of each device's `log`/`cos`/`sin`.
 
 Return types: with `device=None` the functions return a NumPy float32 array (computed on the
 CPU); with a device (`"cpu"`, `"cuda:0"`, a `torch.device`) they return a float32 torch
 tensor on that device (CUDA where it is not usable raises DeviceUnavailable, as
-`models.load_model` does). torch and NumPy are imported on first use only.
+`devices.resolve_device` does). torch and NumPy are imported on first use only.
 """
 
 from __future__ import annotations
@@ -99,8 +100,35 @@ def _rotl32(x: torch.Tensor, r: int) -> torch.Tensor:
     return ((x << r) | (x >> (32 - r))) & _MASK32
 
 
+def _murmur3_uint32(seeds: torch.Tensor, keys: torch.Tensor) -> npt.NDArray[np.uint32]:
+    """`_murmur3_tensor` on the CPU in NumPy uint32 (wrapping arithmetic: the same bits)."""
+    import numpy as np
+
+    k = keys.numpy().astype(np.uint32)
+    k *= np.uint32(_C1)
+    k = (k << np.uint32(15)) | (k >> np.uint32(17))
+    k *= np.uint32(_C2)
+    h = seeds.numpy().astype(np.uint32) ^ k
+    h = (h << np.uint32(13)) | (h >> np.uint32(19))
+    h *= np.uint32(5)
+    h += np.uint32(0xE6546B64)
+    h ^= h >> np.uint32(16)
+    h *= np.uint32(_F1)
+    h ^= h >> np.uint32(13)
+    h *= np.uint32(_F2)
+    h ^= h >> np.uint32(16)
+    out: npt.NDArray[np.uint32] = h
+    return out
+
+
 def _murmur3_tensor(seeds: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     """Hash int64 `keys` (values in [0, 2^32)) with int64 `seeds`; broadcasts; int64 out."""
+    import torch
+
+    if keys.device.type == "cpu" and seeds.device.type == "cpu":
+        import numpy as np
+
+        return torch.from_numpy(_murmur3_uint32(seeds, keys).astype(np.int64))
     k = _mul32(keys, _C1)
     k = _rotl32(k, 15)
     k = _mul32(k, _C2)
@@ -121,7 +149,7 @@ def _device(device: DeviceLike | None) -> torch.device:
 
     if device is None:
         return torch.device("cpu")
-    from gonka_cli.compute.models import resolve_device
+    from gonka_cli.compute.devices import resolve_device
 
     return resolve_device(device)
 
@@ -158,8 +186,14 @@ def _uniform_rows(seeds: Sequence[int], n: int, device: torch.device) -> torch.T
 
     seed_t = torch.tensor([_check_seed(s) for s in seeds], dtype=torch.int64, device=device)
     keys = torch.arange(n, dtype=torch.int64, device=device)
+    # float32 first, then the division: that rounding is part of the spec (NumPy's and
+    # torch's conversions both round to nearest even).
+    if device.type == "cpu":
+        import numpy as np
+
+        values = _murmur3_uint32(seed_t[:, None], keys[None, :]).astype(np.float32)
+        return torch.from_numpy(values) / _TWO_POW_32
     hashes = _murmur3_tensor(seed_t[:, None], keys[None, :])
-    # float32 first, then the division: that rounding is part of the spec.
     return hashes.to(torch.float32) / _TWO_POW_32
 
 
@@ -245,15 +279,22 @@ def normal_strong(
 ) -> npt.NDArray[np.float32] | torch.Tensor:
     """The "stronger" input generator (a governance flag in Gonka).
 
-    The 32 bytes of SHA-256(text) give 8 big-endian 32-bit seeds; seed j draws segment j
-    (`ceil(n/8)` values) with `normal`; the segments are concatenated and cut to n.
+    The 32 bytes of SHA-256(text) give 8 big-endian 32-bit seeds; with `s = ceil(n/8)`,
+    seed k draws segment k as `normal(seed_k, min(s, n - k*s))` (the last segment at its own,
+    shorter length, which changes its Box-Muller pairing; segments that would start past n
+    are not drawn) and the segments are concatenated (spec §2.5).
     """
     import torch
 
     _check_count(n)
+    dev = _device(device)
     segment = (n + 7) // 8
-    rows = _normal_rows(_strong_seeds(text), segment, _device(device), torch.float32)
-    values = rows.reshape(-1)[:n]
+    pieces = [
+        _normal_rows([seed], min(segment, n - k * segment), dev, torch.float32)[0]
+        for k, seed in enumerate(_strong_seeds(text))
+        if k * segment < n
+    ]
+    values = torch.cat(pieces) if pieces else torch.empty(0, dtype=torch.float32, device=dev)
     return values.numpy() if device is None else values
 
 

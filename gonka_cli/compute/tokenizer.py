@@ -12,13 +12,14 @@ No torch or NumPy here: this module is cheap to import.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from gonka_cli.errors import InvalidComputeInput
 
 __all__ = [
     "ASSISTANT_ID",
     "BOS_ID",
+    "BYTE_TOKENIZER",
     "END_OF_TURN_ID",
     "EOS_ID",
     "PAD_ID",
@@ -29,11 +30,15 @@ __all__ = [
     "TOOL_ID",
     "USER_ID",
     "VOCAB_SIZE",
+    "ByteTokenizer",
+    "ChatTokenizer",
+    "HfChatTokenizer",
     "chat_template",
     "decode",
     "encode",
     "id_to_piece",
     "is_special",
+    "tokenizer_for",
 ]
 
 BYTE_TOKENS = 256
@@ -183,3 +188,131 @@ def chat_template(
     if add_generation_prompt:
         ids.append(ASSISTANT_ID)
     return ids
+
+
+# --- the tokenizer of a model ---------------------------------------------------------------
+
+
+@runtime_checkable
+class ChatTokenizer(Protocol):
+    """What inference needs from a model's tokenizer.
+
+    `vocab_size` counts the ids the tokenizer knows; a checkpoint's embedding may have more
+    rows (padding), whose ids the model can still score and emit. `stop_ids` end a
+    generation, the first one is the end-of-sequence token a replay appends.
+    """
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    @property
+    def stop_ids(self) -> tuple[int, ...]: ...
+
+    def chat_ids(self, messages: Sequence[Mapping[str, Any]]) -> list[int]: ...
+
+    def encode_text(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: Sequence[int], *, skip_special: bool = False) -> str: ...
+
+
+class ByteTokenizer:
+    """The built-in models' tokenizer as a `ChatTokenizer` (their chat layout above)."""
+
+    @property
+    def vocab_size(self) -> int:
+        return VOCAB_SIZE
+
+    @property
+    def stop_ids(self) -> tuple[int, ...]:
+        return STOP_IDS
+
+    def chat_ids(self, messages: Sequence[Mapping[str, Any]]) -> list[int]:
+        return chat_template(messages)
+
+    def encode_text(self, text: str) -> list[int]:
+        return encode(text)
+
+    def decode(self, ids: Sequence[int], *, skip_special: bool = False) -> str:
+        return decode(ids, skip_special=skip_special)
+
+
+#: The built-in models' tokenizer.
+BYTE_TOKENIZER = ByteTokenizer()
+
+
+class HfChatTokenizer:
+    """A Hugging Face tokenizer (`transformers`) with the checkpoint's own chat template.
+
+    Ids the tokenizer does not know (the padding rows of a checkpoint's embedding) decode
+    to nothing: they have no text, only their decimal id in logprobs.
+    """
+
+    def __init__(self, tokenizer: Any, extra_stop_ids: Iterable[int] = ()) -> None:
+        self._tok = tokenizer
+        self._size = len(tokenizer)
+        stops: list[int] = []
+        eos = getattr(tokenizer, "eos_token_id", None)
+        for token_id in [eos, *extra_stop_ids]:
+            if isinstance(token_id, int) and token_id not in stops:
+                stops.append(token_id)
+        self._stops = tuple(stops)
+
+    @property
+    def vocab_size(self) -> int:
+        return self._size
+
+    @property
+    def stop_ids(self) -> tuple[int, ...]:
+        return self._stops
+
+    def chat_ids(self, messages: Sequence[Mapping[str, Any]]) -> list[int]:
+        if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
+            raise InvalidComputeInput("messages must be a list of {role, content} objects")
+        if not messages:
+            raise InvalidComputeInput("a chat needs at least one message")
+        if getattr(self._tok, "chat_template", None) is None:
+            raise InvalidComputeInput(
+                "this checkpoint has no chat template: add `chat_template` to its "
+                "tokenizer_config.json (or a chat_template.jinja file)"
+            )
+        normalised = []
+        for where, message in enumerate(messages):
+            if not isinstance(message, Mapping):
+                raise InvalidComputeInput(f"message {where} is not an object with role and content")
+            role = message.get("role")
+            if not isinstance(role, str):
+                raise InvalidComputeInput(f"message {where} needs a string role")
+            normalised.append({**message, "content": _content_text(message.get("content"), where)})
+        try:
+            ids = self._tok.apply_chat_template(
+                normalised, add_generation_prompt=True, tokenize=True, return_dict=False
+            )
+        except Exception as exc:  # jinja2's TemplateError and the template's own raise_exception
+            raise InvalidComputeInput(f"the chat template refused the messages: {exc}") from None
+        if isinstance(ids, Mapping):  # some versions answer a BatchEncoding whatever is asked
+            ids = ids["input_ids"]
+        return [int(i) for i in ids]
+
+    def encode_text(self, text: str) -> list[int]:
+        if not isinstance(text, str):
+            raise InvalidComputeInput(f"only text can be encoded, got {type(text).__name__}")
+        return [int(i) for i in self._tok.encode(text, add_special_tokens=False)]
+
+    def decode(self, ids: Sequence[int], *, skip_special: bool = False) -> str:
+        known = [int(i) for i in ids if 0 <= int(i) < self._size]
+        return str(self._tok.decode(known, skip_special_tokens=skip_special))
+
+
+def tokenizer_for(model: Any) -> ChatTokenizer:
+    """The tokenizer of a loaded model: the checkpoint's own (its end-of-sequence token
+    first, then the model's other `generation_eos_ids`), or the built-in byte tokenizer."""
+    tok = getattr(model, "tokenizer", None)
+    if tok is None:
+        if getattr(model, "spec", None) is not None and model.spec.vocab_size != VOCAB_SIZE:
+            raise InvalidComputeInput(
+                f"{model.spec.name} has no tokenizer: inference needs its tokenizer.json"
+            )
+        return BYTE_TOKENIZER
+    if isinstance(tok, ChatTokenizer):
+        return tok
+    return HfChatTokenizer(tok, getattr(model, "generation_eos_ids", ()))

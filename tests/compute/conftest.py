@@ -88,3 +88,46 @@ def fresh_process() -> dict[str, Any]:
     assert proc.returncode == 0, proc.stderr
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     return result
+
+
+# --- tiny Hugging Face checkpoints (tests/compute/hf_checkpoints.py) -----------------------
+
+HUB_REPO_ID = "gonka-test/tiny-qwen3"
+
+
+@pytest.fixture(scope="session")
+def hf_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny random checkpoints by kind (qwen3, llama, qwen2, qwen3_moe), each a directory in
+    the Hugging Face layout, written once per test session."""
+    from tests.compute.hf_checkpoints import KINDS, write_checkpoint
+
+    root = tmp_path_factory.mktemp("hf-checkpoints")
+    return {kind: write_checkpoint(kind, root / kind) for kind in KINDS}
+
+
+@pytest.fixture(scope="session")
+def qwen3_checkpoint(hf_checkpoints: dict[str, Path]) -> Path:
+    return hf_checkpoints["qwen3"]
+
+
+@pytest.fixture(scope="session")
+def llama_checkpoint(hf_checkpoints: dict[str, Path]) -> Path:
+    return hf_checkpoints["llama"]
+
+
+@pytest.fixture(scope="session")
+def _hub_cache_dir(tmp_path_factory: pytest.TempPathFactory, qwen3_checkpoint: Path) -> Path:
+    from tests.compute.hf_checkpoints import lay_into_hub_cache
+
+    cache = tmp_path_factory.mktemp("hf-hub-cache")
+    lay_into_hub_cache(qwen3_checkpoint, cache, HUB_REPO_ID)
+    return cache
+
+
+@pytest.fixture
+def hub_cache(_hub_cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A Hugging Face hub cache holding the tiny Qwen3 as `HUB_REPO_ID` (HF_HUB_CACHE points
+    at it for the test; HF_HUB_OFFLINE is set, as no test may reach a hub)."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(_hub_cache_dir))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return _hub_cache_dir

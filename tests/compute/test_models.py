@@ -203,8 +203,12 @@ def test_poc_forward_exports_to_onnx(tiny: GonkaModel, tmp_path: Path) -> None:
 
 
 def test_load_model_caches_per_device_and_dtype(tiny: GonkaModel, tiny_bf16: GonkaModel) -> None:
-    assert load_model("gonka-tiny") is tiny
-    assert load_model("gonka-tiny", "cpu", torch.float32) is tiny
+    # The session fixtures may have been evicted by other tests' models (the cache is an LRU),
+    # so the identity is checked on fresh loads.
+    first = load_model("gonka-tiny")
+    assert load_model("gonka-tiny", "cpu", torch.float32) is first
+    bf16 = load_model("gonka-tiny", dtype="bf16")
+    assert bf16 is not first and bf16.dtype == torch.bfloat16
     assert tiny_bf16 is not tiny and tiny_bf16.dtype == torch.bfloat16
     assert tiny_bf16.fingerprint == tiny.fingerprint  # it names the fp32 weights
     assert load_model("gonka-tiny", dtype="fp16").dtype == torch.float16
@@ -215,10 +219,10 @@ def test_too_little_memory_is_refused_before_building(monkeypatch: pytest.Monkey
     # clear error instead of being killed by the kernel half way.
     from gonka_cli.compute import models
 
-    monkeypatch.setattr(models, "_free_memory_bytes", lambda device: 3_000_000)
+    monkeypatch.setattr(models, "free_memory_bytes", lambda device: 3_000_000)
     with pytest.raises(InsufficientMemory, match=r"gonka-tiny needs about .* memory"):
         build_model(get_spec("gonka-tiny"))
-    monkeypatch.setattr(models, "_free_memory_bytes", lambda device: 11_000_000_000)
+    monkeypatch.setattr(models, "free_memory_bytes", lambda device: 11_000_000_000)
     with pytest.raises(InsufficientMemory, match="gonka-poc-v1"):
         build_model(get_spec("gonka-poc-v1"), dtype="fp32")
     with pytest.raises(InsufficientMemory, match="gonka-poc-v1"):
@@ -289,3 +293,33 @@ def test_gpu_weights_are_the_cpu_weights_bit_for_bit() -> None:
     assert gpu.fingerprint == cpu.fingerprint
     for (name, a), (_, b) in zip(cpu.named_parameters(), gpu.named_parameters(), strict=True):
         assert torch.equal(a, b.cpu()), name
+
+
+def test_reflection_runs_in_the_model_dtype() -> None:
+    # Spec §2.1 step 3: vLLM casts v to the stream's dtype and computes (x*v).sum and the
+    # update in it; a float32 computation cast back rounds differently.
+    from gonka_cli.compute.models import householder
+
+    x = torch.from_numpy(rng.normal(3, 4 * 256)).reshape(4, 256).to(torch.bfloat16) * 8
+    v = torch.from_numpy(rng.normal(4, 256))
+    v = v / v.norm()
+    got = householder(x, v)
+    vb = v.to(torch.bfloat16)
+    dot = (x * vb).sum(dim=-1, keepdim=True)
+    assert got.dtype == torch.bfloat16
+    assert torch.equal(got, x - 2 * dot * vb)
+    in_fp32 = (x.float() - 2 * (x.float() @ v)[:, None] * v).to(torch.bfloat16)
+    assert not torch.equal(got, in_fp32)
+
+
+def test_every_model_is_a_gonka_model(tiny: GonkaModel) -> None:
+    from gonka_cli.compute.models import BuiltinModel, KVCache, ModelCache
+
+    assert isinstance(tiny, GonkaModel) and isinstance(tiny, BuiltinModel)
+    assert tiny.tokenizer is None and tiny.generation_eos_ids
+    cache = tiny.new_cache(1, 8)
+    assert isinstance(cache, KVCache) and isinstance(cache, ModelCache) and cache.max_len == 8
+
+
+def test_auto_dtype_of_a_built_in_model_is_the_default() -> None:
+    assert load_model("gonka-tiny", dtype="auto") is load_model("gonka-tiny")

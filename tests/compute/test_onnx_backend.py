@@ -65,8 +65,8 @@ def test_bad_inputs(tiny: onnx_backend.OnnxModel) -> None:
         onnx_backend.compute_artifacts(tiny, BLOCK, PK, [1], batch_size=0)
     with pytest.raises(InvalidComputeInput, match="exported for seq_len"):
         onnx_backend.compute_artifacts(tiny, BLOCK, PK, [1], seq_len=7)
-    with pytest.raises(InvalidComputeInput):
-        onnx_backend.compute_artifacts(tiny, "not hex", PK, [1])
+    with pytest.raises(InvalidComputeInput, match="block hash"):
+        onnx_backend.compute_artifacts(tiny, "", PK, [1])
     with pytest.raises(InvalidComputeInput):
         onnx_backend.compute_artifacts(tiny, BLOCK, PK, [2**31])
     with pytest.raises(InvalidComputeInput, match="unknown ONNX graph"):

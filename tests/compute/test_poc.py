@@ -1,8 +1,9 @@
-"""PoC v2 artifacts: the spec's seed strings, the fixed pick order, determinism, inputs."""
+"""PoC v2 artifacts: the spec's seed strings, CUDA's pick order, determinism, inputs."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import itertools
 import statistics
 from typing import Any
@@ -23,29 +24,57 @@ from gonka_cli.compute.artifacts import (
 from gonka_cli.compute.models import GonkaModel, load_model
 from gonka_cli.errors import InvalidComputeInput
 
-#: gonka-tiny's artifacts for nonces 0 and 12345 with the conftest's block hash and key.
-#: Compared within a small distance: another CPU may round its float32 sums differently.
+#: gonka-tiny's artifacts for nonces 0 and 12345 with the conftest's block hash and key,
+#: regenerated for the CUDA pick order from `ref_artifact` below (the rule written out here,
+#: not the engine's code) over gonka-tiny's hidden states. Compared within a small distance:
+#: another CPU may round its float32 sums differently.
 GOLDEN = {
-    0: "cfb54badf7341e3420b48b3577348eadeab4dcb3da36c634",
-    12345: "c1b46336bb36b0b129b5592e4c1c6bb05b3459b4d737d730",
+    0: "0b2dfeb4dc344f3197a063ab04b36b374bb8f736d0b1681b",
+    12345: "85b5b236c6368db46dac9db3f7a8f52e34384b305cb4ddaa",
 }
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+M32 = 0xFFFFFFFF
+
+
+def ref_murmur3(seed: int, k: int) -> int:
+    """Gonka's Murmur3 of one 32-bit block (no length mixed in), in plain integers."""
+    k = (k * 0xCC9E2D51) & M32
+    k = ((k << 15) | (k >> 17)) & M32
+    k = (k * 0x1B873593) & M32
+    h = seed ^ k
+    h = ((h << 13) | (h >> 19)) & M32
+    h = (h * 5 + 0xE6546B64) & M32
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & M32
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & M32
+    return h ^ (h >> 16)
+
+
+def ref_seed(text: str) -> int:
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+
+
+def ref_pick(block_hash: str, pk: str, nonce: int, dim: int) -> list[int]:
+    """Spec §2.3: the 11 smallest scores' indices in ascending index order, then the index
+    with the 12th-smallest score."""
+    seed = ref_seed(f"{block_hash}_{pk}_nonce_{nonce}_pick_12")
+    by_score = sorted(range(dim), key=lambda j: ref_murmur3(seed, j))
+    return [*sorted(by_score[:11]), by_score[11]]
 
 
 def ref_artifact(hidden: np.ndarray, block_hash: str, pk: str, nonce: int) -> np.ndarray:
-    """Steps 3-6 written out in float64 NumPy, one nonce at a time."""
+    """Spec §2.1 steps 6-9 written out in float64 NumPy, one nonce at a time."""
     h = hidden.astype(np.float64)
-    h = h / max(float(np.linalg.norm(h)), 1e-8)
+    h = h / (float(np.linalg.norm(h)) + 1e-8)
     base = f"{block_hash}_{pk}_nonce_{nonce}"
-    scores = rng.murmur3(rng.seed_of(f"{base}_pick_12"), torch.arange(h.size)).tolist()
-    picked = sorted(range(h.size), key=lambda j: (scores[j], j))[:K_DIM]
-    y = h[picked]
+    y = h[ref_pick(block_hash, pk, nonce, h.size)]
     for j in range(K_DIM - 1):
-        v = rng.normal(rng.seed_of(f"{base}_haar_hh_12_{j}"), K_DIM).astype(np.float64)
+        v = rng.normal(ref_seed(f"{base}_haar_hh_12_{j}"), K_DIM).astype(np.float64)
         v /= np.linalg.norm(v)
         y = y - 2 * (v @ y) * v
-    return y / np.linalg.norm(y)
+    return y / (np.linalg.norm(y) + 1e-8)
 
 
 def test_golden_artifacts(tiny: GonkaModel, block_hash: str, public_key: str) -> None:
@@ -85,11 +114,13 @@ def test_inputs_and_reflections_use_the_spec_seed_strings(block_hash: str, publi
 def test_post_processing_matches_a_plain_reference(block_hash: str, public_key: str) -> None:
     nonces = [0, 1, -99, NONCE_MAX]
     hidden = rng.normal(rng.seed_of("hidden"), len(nonces) * 96).reshape(len(nonces), 96) * 3
-    got = poc.artifacts_from_hidden(hidden, block_hash, public_key, nonces)
+    batch = poc.artifacts_from_hidden(hidden, block_hash, public_key, nonces)
     same_from_tensor = poc.artifacts_from_hidden(
         torch.from_numpy(hidden), block_hash, public_key, nonces
     )
-    assert got == same_from_tensor
+    assert batch == same_from_tensor
+    assert batch.nonces == tuple(nonces) and batch.dropped == ()
+    got = batch.artifacts
     for artifact, row, nonce in zip(got, hidden, nonces, strict=True):
         values = np.array(decode_artifact(artifact))
         expected = ref_artifact(row, block_hash, public_key, nonce)
@@ -101,8 +132,8 @@ def test_post_processing_ignores_the_scale_of_the_hidden_state(
     block_hash: str, public_key: str
 ) -> None:
     hidden = torch.from_numpy(rng.normal(5, 64)).reshape(1, 64)
-    a = poc.artifacts_from_hidden(hidden, block_hash, public_key, [3])
-    b = poc.artifacts_from_hidden(hidden * 1000, block_hash, public_key, [3])
+    a = poc.artifacts_from_hidden(hidden, block_hash, public_key, [3]).artifacts
+    b = poc.artifacts_from_hidden(hidden * 1000, block_hash, public_key, [3]).artifacts
     assert artifact_distance(a[0], b[0]) < 1e-3
 
 
@@ -144,7 +175,7 @@ def test_inputs_alone_do_not_give_the_artifact(
     x = poc.poc_inputs(block_hash, public_key, nonces, spec.poc_seq_len, spec.dim)[:, -1]
     for v in poc.householder_vectors(block_hash, spec.n_layers, spec.dim):
         x = x - 2 * (x @ v)[:, None] * v
-    cheat = poc.artifacts_from_hidden(x, block_hash, public_key, nonces)
+    cheat = poc.artifacts_from_hidden(x, block_hash, public_key, nonces).artifacts
     distances = [artifact_distance(a, b) for a, b in zip(real, cheat, strict=True)]
     assert min(distances) > 0.4, f"skipping the layers lands within {min(distances):.3f}"
 
@@ -171,29 +202,34 @@ def test_round_inputs_change_the_artifacts(
         assert min(artifact_distance(a, b) for a, b in zip(base, other, strict=True)) > 0.1
 
 
-def test_public_key_case_does_not_matter(
+def test_block_hash_and_key_are_taken_verbatim(
     tiny: GonkaModel, block_hash: str, public_key: str
 ) -> None:
+    # The ML node seeds with the strings it is given: case matters, and any text goes
+    # (the golden file's "TEST_BLOCK" / "test_pub_keys").
     lower = poc.compute_artifacts(tiny, block_hash, public_key, [5])
     upper = poc.compute_artifacts(tiny, block_hash, public_key.upper(), [5])
-    assert lower == upper
-    assert poc.check_public_key(public_key.upper()) == public_key
+    assert lower != upper
+    x = poc.poc_inputs("TEST_BLOCK", "test_pub_keys", [5], 2, 16)
+    seed = ref_seed("TEST_BLOCK_test_pub_keys_nonce5")
+    assert x.reshape(-1).tolist() == rng.normal(seed, 32).tolist()
+    batch = poc.compute_poc(tiny, "TEST_BLOCK", "test_pub_keys", [0, 1])
+    assert batch.nonces == (0, 1) and len(batch.artifacts) == 2
 
 
 def test_empty_nonce_list(tiny: GonkaModel, block_hash: str, public_key: str) -> None:
     assert poc.compute_artifacts(tiny, block_hash, public_key, []) == []
-    assert poc.artifacts_from_hidden(torch.empty(0, 16), block_hash, public_key, []) == []
+    empty = poc.artifacts_from_hidden(torch.empty(0, 16), block_hash, public_key, [])
+    assert empty == poc.PocBatch((), ())
 
 
 @pytest.mark.parametrize(
     ("block_hash", "public_key", "nonces", "extra"),
     [
-        ("not-hex", None, [0], {}),
         ("", None, [0], {}),
-        ("ab" * 65, None, [0], {}),
-        (None, "02" + "ab" * 31, [0], {}),  # 64 characters
-        (None, "04" + "ab" * 32, [0], {}),  # an uncompressed prefix
-        (None, "02" + "zz" * 32, [0], {}),
+        (b"00", None, [0], {}),
+        (None, "", [0], {}),
+        (None, 2, [0], {}),
         (None, None, [NONCE_MAX + 1], {}),
         (None, None, [NONCE_MIN - 1], {}),
         (None, None, ["5"], {}),
@@ -223,9 +259,55 @@ def test_bad_hidden_states_raise(block_hash: str, public_key: str) -> None:
     with pytest.raises(InvalidComputeInput):
         poc.artifacts_from_hidden(torch.ones(1, 8), block_hash, public_key, [1])
     with pytest.raises(InvalidComputeInput):
-        poc.artifacts_from_hidden(torch.full((1, 64), float("nan")), block_hash, public_key, [1])
-    with pytest.raises(InvalidComputeInput):
         poc.PocInputParams(seq_len=0)
+
+
+def test_nan_rows_are_dropped_and_reported(block_hash: str, public_key: str) -> None:
+    hidden = torch.from_numpy(rng.normal(9, 4 * 64)).reshape(4, 64)
+    hidden[1, 7] = float("nan")
+    hidden[3] = float("inf")  # NaN once normalized: dropped as the fp16 check drops it
+    batch = poc.artifacts_from_hidden(hidden, block_hash, public_key, [10, 11, 12, 13])
+    assert batch.nonces == (10, 12) and batch.dropped == (11, 13)
+    clean = poc.artifacts_from_hidden(hidden[[0, 2]], block_hash, public_key, [10, 12])
+    assert batch.artifacts == clean.artifacts
+
+
+def test_a_model_computing_nan_drops_rows_not_the_batch(block_hash: str, public_key: str) -> None:
+    from gonka_cli.compute.models import build_model, get_spec
+
+    model = build_model(get_spec("gonka-tiny"))
+    with torch.no_grad():
+        model.layers[0].attention.wq.weight[0, 0] = float("nan")
+    batch = poc.compute_poc(model, block_hash, public_key, [1, 2], batch_size=2)
+    assert batch.nonces == () and batch.dropped == (1, 2)
+    with pytest.raises(InvalidComputeInput, match=poc.NON_FINITE):
+        poc.compute_artifacts(model, block_hash, public_key, [1, 2])
+
+
+def test_pick_order_is_cudas(block_hash: str, public_key: str) -> None:
+    dim = 96
+    for nonce in (0, 1, 7, -3, NONCE_MAX):
+        seed = ref_seed(f"{block_hash}_{public_key}_nonce_{nonce}_pick_12")
+        scores = rng.murmur3_rows([seed], torch.arange(dim))
+        assert poc.pick_indices(scores)[0].tolist() == ref_pick(block_hash, public_key, nonce, dim)
+
+
+#: Pick orders derived once from the written rule (ref_pick) for the golden file's strings:
+#: a change of rule, seed string or hash shows here without any model.
+PICK_VECTORS = {
+    (0, 1024): "58 90 286 289 307 427 496 530 531 579 609 209",
+    (31, 1024): "121 316 391 417 436 452 499 509 619 629 943 424",
+    (5, 4096): "113 201 572 1243 1831 2019 2044 2174 2373 3208 3423 2084",
+}
+
+
+@pytest.mark.parametrize(("nonce", "dim"), list(PICK_VECTORS))
+def test_pick_order_vectors(nonce: int, dim: int) -> None:
+    expected = [int(i) for i in PICK_VECTORS[(nonce, dim)].split()]
+    assert ref_pick("TEST_BLOCK", "test_pub_keys", nonce, dim) == expected
+    seed = rng.seed_of(f"TEST_BLOCK_test_pub_keys_nonce_{nonce}_pick_12")
+    got = poc.pick_indices(rng.murmur3_rows([seed], torch.arange(dim)))
+    assert got[0].tolist() == expected
 
 
 @pytest.mark.parametrize(("seq_len", "dim"), [(-1, 16), (4, -16), (4, 0), (2.0, 16), (True, 16)])

@@ -157,14 +157,24 @@ def test_unit_vector() -> None:
     assert rows[0].tolist() == rng.unit_vector("a", 12, "cpu").tolist()
 
 
-def test_normal_strong_segments() -> None:
+@pytest.mark.parametrize("n", [50, 64, 9, 3, 1])
+def test_normal_strong_segments(n: int) -> None:
+    # Spec §2.5: segment k = normal(s_k, min(ceil(n/8), n - k*ceil(n/8))), only while
+    # k*ceil(n/8) < n; the last segment is drawn at its own length (its Box-Muller pairs
+    # change), not cut from a full one.
     text = "hash_02ab_nonce3"
     digest = hashlib.sha256(text.encode()).digest()
     seeds = [int.from_bytes(digest[i : i + 4], "big") for i in range(0, 32, 4)]
-    n = 50  # segments of ceil(50/8) = 7, cut to 50
-    expected = np.concatenate([rng.normal(s, 7) for s in seeds])[:n]
+    seg = -(-n // 8)
+    expected: list[float] = []
+    for k, seed in enumerate(seeds):
+        if k * seg < n:
+            expected.extend(ref_normal(seed, min(seg, n - k * seg)))
     got = rng.normal_strong(text, n)
-    assert got.tolist() == expected.tolist()
+    assert len(got) == n
+    np.testing.assert_allclose(got, np.array(expected, dtype=np.float64), rtol=0, atol=2e-5)
+    if n == 50:  # 7 x 7 + 1: the last value is segment 7's only one, not a cut pair
+        assert got[-1] != rng.normal(seeds[7], 7)[0]
 
 
 def test_empty_and_bad_arguments() -> None:

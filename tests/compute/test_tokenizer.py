@@ -120,3 +120,43 @@ def test_chat_template_rejects_bad_messages(messages: object) -> None:
 def test_every_model_has_the_tokenizer_vocabulary() -> None:
     assert {spec.vocab_size for spec in list_models()} == {tok.VOCAB_SIZE}
     assert tok.STOP_IDS == (tok.EOS_ID, tok.END_OF_TURN_ID)
+
+
+# --- a model's tokenizer ----------------------------------------------------------------------
+
+
+def test_built_in_models_use_the_byte_tokenizer() -> None:
+    from gonka_cli.compute.models import load_model
+
+    bytes_tok = tok.tokenizer_for(load_model("gonka-tiny"))
+    assert bytes_tok is tok.BYTE_TOKENIZER and isinstance(bytes_tok, tok.ChatTokenizer)
+    messages = [{"role": "user", "content": "hi"}]
+    assert bytes_tok.chat_ids(messages) == tok.chat_template(messages)
+    assert bytes_tok.stop_ids == tok.STOP_IDS and bytes_tok.vocab_size == tok.VOCAB_SIZE
+    assert bytes_tok.encode_text("hé") == tok.encode("hé")
+
+
+def test_a_checkpoints_tokenizer_keeps_its_template_and_drops_padding_ids(
+    qwen3_checkpoint: object,
+) -> None:
+    import transformers
+
+    from tests.compute.hf_checkpoints import build_tokenizer
+
+    hf = transformers.AutoTokenizer.from_pretrained(str(qwen3_checkpoint))
+    wrapped = tok.HfChatTokenizer(hf, extra_stop_ids=[0, hf.eos_token_id])
+    assert wrapped.stop_ids == (hf.eos_token_id, 0)  # its own end of sequence first
+    assert wrapped.vocab_size == len(build_tokenizer()) == len(hf)
+    messages = [{"role": "user", "content": [{"type": "text", "text": "Gonka"}]}]
+    ids = wrapped.chat_ids(messages)
+    assert hf.decode(ids) == "<|im_start|>user\nGonka<|im_end|>\n<|im_start|>assistant\n"
+    text = wrapped.encode_text("validators")
+    assert wrapped.decode([*text, wrapped.vocab_size, 511]) == "validators"
+    assert wrapped.decode([hf.eos_token_id], skip_special=True) == ""
+    with pytest.raises(InvalidComputeInput, match="message 0"):
+        wrapped.chat_ids([{"role": "user", "content": 5}])
+    with pytest.raises(InvalidComputeInput):
+        wrapped.chat_ids([])
+    hf.chat_template = None
+    with pytest.raises(InvalidComputeInput, match="chat template"):
+        wrapped.chat_ids([{"role": "user", "content": "x"}])

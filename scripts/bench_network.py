@@ -23,7 +23,7 @@
    sampled leaves): on the event loop, parse the proof answers from JSON and run the
    structural checks (MMR proofs against the committed root); on the worker thread,
    `validation.validate` (the structural checks again, then the recomputation of the
-   sampled nonces with `compute_artifacts` on this CPU, as `Network.recompute_artifacts`
+   sampled nonces with `compute_artifacts` on this CPU, as `PocRound.recompute_artifacts`
    runs it). The commitment holds N leaves; only the sampled ones hold computed artifacts
    unless --all-honest (the node never reads the others, so its work is the same). torch
    uses its default threads, as in the node, unless --torch-threads.
@@ -73,9 +73,9 @@ from gonka_cli.chain.signed_request import (
 )
 from gonka_cli.crypto.address import address_from_pubkey
 from gonka_cli.crypto.secp256k1 import PrivateKey
-from gonka_cli.miner.client import NetworkClient
 from gonka_cli.node.epochs import NetworkParams
 from gonka_cli.node.genesis import ChainParams, init_home
+from gonka_cli.workclient import WorkClient
 
 GNK = 10**9
 MODEL = "gonka-tiny"
@@ -363,7 +363,7 @@ def network_run(args: argparse.Namespace, levels: list[int], share: float) -> No
             node = psutil.Process(server.pid)
 
             for key in participant_keys:
-                client = NetworkClient(url, key)
+                client = WorkClient(url, key)
                 client.register([MODEL], [{"name": "cpu"}])
                 client.close()
             received: dict[str, float] = {}
@@ -424,9 +424,11 @@ def network_run(args: argparse.Namespace, levels: list[int], share: float) -> No
             for n, run, ping, _ in rows:
                 per_inference = 1000 * run["node_cpu_s"] / len(run["sent"])
                 per_identity = 1000 * ping["node_cpu_s"] / len(ping["latencies"])
+                # A run too short for the process clock's resolution measures no CPU at all.
+                ratio = f"{per_inference / per_identity:>6.1f}" if per_identity else f"{'n/a':>6}"
                 print(
                     f"{n:>10}  {per_inference:>21.2f}  {per_identity:>11.3f}  "
-                    f"{per_inference / per_identity:>6.1f}  "
+                    f"{ratio}  "
                     f"{100 * run['node_cpu_s'] / run['elapsed']:>7.0f}%  "
                     f"{100 * run['my_cpu_s'] / run['elapsed']:>8.0f}%  "
                     f"{100 * run['other_cpu_s'] / run['elapsed']:>8.0f}%"
@@ -439,13 +441,13 @@ def network_run(args: argparse.Namespace, levels: list[int], share: float) -> No
             )
 
             rss_after = node.memory_info().rss
-            reader = NetworkClient(url)
+            reader = WorkClient(url)
             statuses: dict[str, int] = {}
             validations: dict[str, int] = {}
             for inference_id in all_sent:
                 record = reader.inference(inference_id)
-                statuses[record["status"]] = statuses.get(record["status"], 0) + 1
-                validations[record["validation"]] = validations.get(record["validation"], 0) + 1
+                statuses[record.status] = statuses.get(record.status, 0) + 1
+                validations[record.validation] = validations.get(record.validation, 0) + 1
             reader.close()
             growth = (rss_after - rss_before) / max(1, len(all_sent) - len(warm["sent"]))
             print(

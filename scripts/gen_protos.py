@@ -35,11 +35,13 @@ def main() -> int:
     if protoc.main(args) != 0:
         print("protoc failed", file=sys.stderr)
         return 1
-    pattern = re.compile(r"^from cosmos(\.[\w.]+)? import", re.M)
+    # Two top-level proto packages: cosmos (the SDK) and tendermint (CometBFT's types).
+    pattern = re.compile(r"^from (cosmos|tendermint)(\.[\w.]+)? import", re.M)
     for generated in [*PROTO_DIR.rglob("*_pb2.py"), *PROTO_DIR.rglob("*_pb2.pyi")]:
         text = generated.read_text()
-        text = pattern.sub(lambda m: f"from {PACKAGE}.cosmos{m.group(1) or ''} import", text)
-        text = text.replace("DESCRIPTOR, 'cosmos.", f"DESCRIPTOR, '{PACKAGE}.cosmos.")
+        text = pattern.sub(lambda m: f"from {PACKAGE}.{m.group(1)}{m.group(2) or ''} import", text)
+        for top in ("cosmos", "tendermint"):
+            text = text.replace(f"DESCRIPTOR, '{top}.", f"DESCRIPTOR, '{PACKAGE}.{top}.")
         generated.write_text(text)
     for directory in [PROTO_DIR, *(p for p in PROTO_DIR.rglob("*") if p.is_dir())]:
         (directory / "__init__.py").touch()

@@ -67,14 +67,19 @@ def _shown(text: str) -> str:
 
 
 def format_gnk(ngonka: int) -> str:
-    """`1500000000` -> `1.500000000`: GNK with all 9 decimals, exact."""
+    """`1500000000` -> `1.500000000`: GNK with all 9 decimals, exact (for JSON and scripts)."""
     whole, fraction = divmod(abs(ngonka), NGONKA_PER_GNK)
     return f"{'-' if ngonka < 0 else ''}{whole}.{fraction:0{GNK_DECIMALS}d}"
 
 
 def describe(ngonka: int) -> str:
-    """`1.500000000 GNK (1500000000 ngonka)`."""
-    return f"{format_gnk(ngonka)} GNK ({ngonka} ngonka)"
+    """`1000500000000` -> `1,000.5 GNK`: how every command shows an amount to people.
+
+    Exact (no rounding: `0.000000001 GNK` is 1 ngonka), thousands grouped, no trailing zeros.
+    """
+    whole, fraction = divmod(abs(ngonka), NGONKA_PER_GNK)
+    decimals = f"{fraction:0{GNK_DECIMALS}d}".rstrip("0")
+    return f"{'-' if ngonka < 0 else ''}{whole:,}{'.' + decimals if decimals else ''} GNK"
 
 
 def parse_chain_amount(value: object) -> int:

@@ -1,8 +1,9 @@
 """A client for the Cosmos REST API of a Gonka node, failing over between the profile's nodes.
 
-Every request has a timeout. Connection failures, timeouts, gateway errors (502/503/504) and
-answers that are not JSON move on to the next node; the node that answered last is tried first
-next time. When none answers, `NodeUnreachable` names every node tried and why.
+The transport is `gonka_cli.httpclient.FailoverSession`: every request has a timeout;
+connection failures, timeouts, gateway errors (502/503/504) and answers that are not JSON move
+on to the next node; the node that answered last is tried first next time. When none answers,
+`NodeUnreachable` names every node tried and why.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import base64
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from gonka_cli.chain import codes
@@ -25,12 +26,11 @@ from gonka_cli.errors import (
     TxNotFound,
     TxTimeout,
 )
+from gonka_cli.httpclient import FailoverSession
 from gonka_cli.settings import NetworkProfile
+from gonka_cli.validate import is_int
 
 log = logging.getLogger(__name__)
-
-_FAILOVER_STATUSES = {502, 503, 504}
-USER_AGENT = "gonka-cli"
 
 
 @dataclass(frozen=True)
@@ -139,31 +139,23 @@ class BroadcastResult:
         return self.code == 0
 
 
-@dataclass
-class _Attempts:
-    failures: list[str] = field(default_factory=list)
-
-
 class ChainClient:
-    """REST access to one network, over its list of nodes."""
+    """REST access to one network, over its list of nodes (`httpclient.FailoverSession`)."""
 
     def __init__(self, profile: NetworkProfile, *, timeout_s: float = 10.0) -> None:
-        import requests  # lazy: keeps `gonka --help` fast
-
         self.profile = profile
         self.timeout_s = timeout_s
-        self._urls = list(profile.rest_urls)
-        self._session = requests.Session()
-        self._session.headers["User-Agent"] = USER_AGENT
-        self._session.headers["Accept"] = "application/json"
+        self._nodes = FailoverSession(
+            profile.rest_urls, timeout_s=timeout_s, headers={"Accept": "application/json"}
+        )
 
     @property
     def url(self) -> str:
         """The node tried first (the last one that answered)."""
-        return self._urls[0]
+        return self._nodes.url
 
     def close(self) -> None:
-        self._session.close()
+        self._nodes.close()
 
     def __enter__(self) -> ChainClient:
         return self
@@ -181,39 +173,8 @@ class ChainClient:
         params: dict[str, Any] | None = None,
         body: dict[str, Any] | None = None,
     ) -> tuple[int, Any]:
-        import requests
-
-        failures: list[str] = []
-        for url in list(self._urls):
-            try:
-                response = self._session.request(
-                    method, url + path, params=params, json=body, timeout=self.timeout_s
-                )
-            except requests.Timeout:
-                failures.append(f"{url} (no answer in {self.timeout_s:g} s)")
-                continue
-            except requests.RequestException as exc:
-                failures.append(f"{url} ({_connection_reason(exc)})")
-                continue
-            if response.status_code in _FAILOVER_STATUSES:
-                failures.append(f"{url} (HTTP {response.status_code})")
-                continue
-            try:
-                data = response.json()
-            except (ValueError, RecursionError):
-                failures.append(
-                    f"{url} (HTTP {response.status_code}, not JSON: is this a node's REST API?)"
-                )
-                continue
-            if url != self._urls[0]:
-                self._urls.remove(url)
-                self._urls.insert(0, url)
-                log.info("switched to node %s", url)
-            return response.status_code, data
-        tried = "; ".join(failures)
-        raise NodeUnreachable(
-            f"no node answered: tried {tried}; check the connection or pass --node URL"
-        )
+        reply = self._nodes.request(method, path, params=params, json=body)
+        return reply.status, reply.data
 
     def _get_ok(self, path: str, params: dict[str, Any] | None = None) -> Any:
         status, data = self._request("GET", path, params=params)
@@ -405,26 +366,8 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _connection_reason(exc: Exception) -> str:
-    text = str(exc)
-    for marker, reason in (
-        ("Connection refused", "connection refused"),
-        ("Name or service not known", "unknown host"),
-        ("nodename nor servname", "unknown host"),
-        ("Temporary failure in name resolution", "DNS failure"),
-        ("No route to host", "no route to host"),
-        ("Network is unreachable", "network unreachable"),
-        ("CERTIFICATE_VERIFY_FAILED", "TLS certificate not trusted"),
-        ("RemoteDisconnected", "connection closed"),
-        ("Connection reset", "connection reset"),
-    ):
-        if marker in text:
-            return reason
-    return type(exc).__name__
-
-
 def _grpc_code(data: Any) -> int | None:
-    if isinstance(data, dict) and isinstance(data.get("code"), int):
+    if isinstance(data, dict) and is_int(data.get("code")):
         return int(data["code"])
     return None
 

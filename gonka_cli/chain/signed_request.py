@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from gonka_cli.crypto import address as addr
 from gonka_cli.crypto.secp256k1 import PrivateKey, PublicKey
 from gonka_cli.errors import InputError
+from gonka_cli.validate import is_uint_text
 
 MAX_AGE_S = 60
 MAX_FUTURE_S = 30
@@ -140,7 +141,7 @@ def verify_request(
     except InputError as exc:
         raise RequestAuthError(f"{HEADER_ADDRESS}: {exc}") from None
     ts_text = _header(headers, HEADER_TIMESTAMP)
-    if not (ts_text.isascii() and ts_text.isdigit() and len(ts_text) <= 20):
+    if not is_uint_text(ts_text, 10**20 - 1):
         raise RequestAuthError(f"{HEADER_TIMESTAMP} must be nanoseconds since 1970 (digits)")
     timestamp = int(ts_text)
     if timestamp < now - MAX_AGE_S * 10**9:

@@ -8,6 +8,9 @@ number order, defaults omitted), with messages generated from `gonka_cli/chain/p
     signature = secp256k1 over SHA-256(SignDoc bytes), RFC 6979, low-S, 64 bytes r || s
     TxRaw    = {1 body_bytes, 2 auth_info_bytes, 3 signatures}
     txhash   = upper-case hex SHA-256(TxRaw bytes)
+
+Verification also takes SIGN_MODE_LEGACY_AMINO_JSON signatures (Ledger devices, Keplr's amino
+signer), whose signed bytes are the amino JSON sign document of `chain.amino`.
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError
 
+from gonka_cli.chain import amino
 from gonka_cli.chain.amount import DENOM
 from gonka_cli.chain.proto.cosmos.bank.v1beta1 import tx_pb2 as bank_pb
 from gonka_cli.chain.proto.cosmos.base.v1beta1 import coin_pb2
@@ -32,6 +37,9 @@ from gonka_cli.errors import InputError
 MSG_SEND_TYPE_URL = "/cosmos.bank.v1beta1.MsgSend"
 SECP256K1_PUBKEY_TYPE_URL = "/cosmos.crypto.secp256k1.PubKey"
 SIGN_MODE_DIRECT = signing_pb2.SIGN_MODE_DIRECT
+SIGN_MODE_LEGACY_AMINO_JSON = signing_pb2.SIGN_MODE_LEGACY_AMINO_JSON
+#: The sign modes the ledger verifies.
+SUPPORTED_SIGN_MODES = frozenset({SIGN_MODE_DIRECT, SIGN_MODE_LEGACY_AMINO_JSON})
 #: Gas limit for offline signing when none is given (`inferenced`'s default is 200000).
 DEFAULT_GAS_LIMIT = 200_000
 #: Gas estimates from simulation are multiplied by this.
@@ -199,6 +207,34 @@ def sign_send(
     return sign(key, body, auth_info, chain_id, account_number)
 
 
+def sign_amino(
+    key: PrivateKey,
+    messages: Sequence[MsgSend],
+    fee: Fee,
+    *,
+    chain_id: str,
+    account_number: int,
+    sequence: int,
+    memo: str = "",
+    timeout_height: int = 0,
+) -> SignedTx:
+    """Sign in SIGN_MODE_LEGACY_AMINO_JSON (as a Ledger or Keplr's amino signer does)."""
+    doc = amino.sign_doc_bytes(
+        messages,
+        fee,
+        chain_id=chain_id,
+        account_number=account_number,
+        sequence=sequence,
+        memo=memo,
+        timeout_height=timeout_height,
+    )
+    body = encode_body(messages, memo, timeout_height)
+    auth_info = encode_auth_info(key.public_key, sequence, fee, SIGN_MODE_LEGACY_AMINO_JSON)
+    signature = key.sign(doc)
+    tx_bytes = encode_tx_raw(body, auth_info, [signature])
+    return SignedTx(tx_bytes, tx_hash(tx_bytes), body, auth_info, signature)
+
+
 def simulation_tx(pubkey: PublicKey, *, sequence: int, message: MsgSend, memo: str = "") -> bytes:
     """A TxRaw for `/simulate`: the signer's pubkey and sequence, an empty signature."""
     body = encode_body([message], memo)
@@ -236,8 +272,29 @@ class DecodedTx:
     def txhash(self) -> str:
         return tx_hash(self.tx_bytes)
 
-    def sign_doc(self, chain_id: str, account_number: int) -> bytes:
-        return encode_sign_doc(self.body_bytes, self.auth_info_bytes, chain_id, account_number)
+    def sign_doc(self, chain_id: str, account_number: int, signer_index: int = 0) -> bytes:
+        """The bytes signer `signer_index` signed, in its sign mode.
+
+        Raises `TxDecodeError` for a sign mode the ledger does not verify, or an amino
+        signature over a message that has no amino form here.
+        """
+        mode = self.signers[signer_index].mode if signer_index < len(self.signers) else 0
+        if mode == SIGN_MODE_DIRECT:
+            return encode_sign_doc(self.body_bytes, self.auth_info_bytes, chain_id, account_number)
+        if mode != SIGN_MODE_LEGACY_AMINO_JSON:
+            raise TxDecodeError(f"unsupported sign mode {sign_mode_name(mode)}")
+        sends = [m for m in self.messages if isinstance(m, MsgSend)]
+        if len(sends) != len(self.messages):
+            raise TxDecodeError("amino signing covers MsgSend only")
+        return amino.sign_doc_bytes(
+            sends,
+            self.fee,
+            chain_id=chain_id,
+            account_number=account_number,
+            sequence=self.signers[signer_index].sequence,
+            memo=self.memo,
+            timeout_height=self.timeout_height,
+        )
 
     def verify(
         self,
@@ -252,28 +309,35 @@ class DecodedTx:
         key = pubkey or self.signers[signer_index].pubkey
         if key is None:
             return False
-        return key.verify(self.sign_doc(chain_id, account_number), self.signatures[signer_index])
+        try:
+            doc = self.sign_doc(chain_id, account_number, signer_index)
+        except TxDecodeError:
+            return False
+        return key.verify(doc, self.signatures[signer_index])
 
 
 def decode_tx(tx_bytes: bytes) -> DecodedTx:
     """Parse TxRaw bytes; raise `TxDecodeError` when they are not a readable transaction."""
+    # Each read of a field of a upb message builds a new Python object: read each once.
+    data = bytes(tx_bytes)
     try:
-        raw = tx_pb2.TxRaw.FromString(tx_bytes)
-        body = tx_pb2.TxBody.FromString(raw.body_bytes)
-        auth_info = tx_pb2.AuthInfo.FromString(raw.auth_info_bytes)
+        raw = tx_pb2.TxRaw.FromString(data)
+        body_bytes = raw.body_bytes
+        auth_info_bytes = raw.auth_info_bytes
+        body = tx_pb2.TxBody.FromString(body_bytes)
+        auth_info = tx_pb2.AuthInfo.FromString(auth_info_bytes)
     except DecodeError as exc:
         raise TxDecodeError(f"not a valid transaction: {exc}") from None
+    signatures = tuple(raw.signatures)
     canonical = tx_pb2.TxRaw(
-        body_bytes=raw.body_bytes,
-        auth_info_bytes=raw.auth_info_bytes,
-        signatures=raw.signatures,
+        body_bytes=body_bytes, auth_info_bytes=auth_info_bytes, signatures=signatures
     ).SerializeToString()
-    if canonical != bytes(tx_bytes):
+    if canonical != data:
         # The SDK refuses TxRaw bytes that are not in canonical form (ADR-027): unknown or
         # repeated fields, another field order. Otherwise a relay could re-encode a signed
         # transaction under a new hash (the signature covers only body and auth info).
         raise TxDecodeError("not a valid transaction: TxRaw is not canonically encoded")
-    if not raw.body_bytes or not raw.auth_info_bytes:
+    if not body_bytes or not auth_info_bytes:
         raise TxDecodeError("not a valid transaction: empty body or auth info")
     messages: list[MsgSend | any_pb2.Any] = []
     for any_msg in body.messages:
@@ -287,22 +351,25 @@ def decode_tx(tx_bytes: bytes) -> DecodedTx:
             messages.append(any_msg)
     signers = []
     for info in auth_info.signer_infos:
+        pubkey_any = info.public_key
+        type_url = pubkey_any.type_url
         pubkey = None
-        if info.public_key.type_url == SECP256K1_PUBKEY_TYPE_URL:
+        if type_url == SECP256K1_PUBKEY_TYPE_URL:
             try:
-                pubkey = PublicKey(keys_pb2.PubKey.FromString(info.public_key.value).key)
+                pubkey = _pubkey_from(pubkey_any.value)
             except (DecodeError, InputError):
                 raise TxDecodeError(
                     "not a valid transaction: malformed signer public key"
                 ) from None
-        mode = info.mode_info.single.mode if info.mode_info.HasField("single") else 0
-        signers.append(SignerInfo(pubkey, info.public_key.type_url, mode, info.sequence))
+        mode_info = info.mode_info
+        mode = mode_info.single.mode if mode_info.HasField("single") else 0
+        signers.append(SignerInfo(pubkey, type_url, mode, info.sequence))
     fee = auth_info.fee
     return DecodedTx(
-        tx_bytes=bytes(tx_bytes),
-        body_bytes=raw.body_bytes,
-        auth_info_bytes=raw.auth_info_bytes,
-        signatures=tuple(raw.signatures),
+        tx_bytes=data,
+        body_bytes=body_bytes,
+        auth_info_bytes=auth_info_bytes,
+        signatures=signatures,
         messages=tuple(messages),
         memo=body.memo,
         timeout_height=body.timeout_height,
@@ -310,6 +377,22 @@ def decode_tx(tx_bytes: bytes) -> DecodedTx:
         fee=Fee(_coins_from(fee.amount), fee.gas_limit, fee.payer, fee.granter),
         has_extension_options=bool(body.extension_options or body.non_critical_extension_options),
     )
+
+
+# Cached: a node sees the same few signers' keys again and again, and a PublicKey is
+# immutable. Errors are not cached (lru_cache does not keep exceptions).
+@lru_cache(maxsize=4096)
+def _pubkey_from(value: bytes) -> PublicKey:
+    """The PublicKey in a `cosmos.crypto.secp256k1.PubKey` message's bytes."""
+    return PublicKey(keys_pb2.PubKey.FromString(value).key)
+
+
+def sign_mode_name(mode: int) -> str:
+    """`SIGN_MODE_DIRECT` for 1, and so on; the number itself for a mode protobuf lacks."""
+    try:
+        return signing_pb2.SignMode.Name(mode)  # type: ignore[arg-type]
+    except ValueError:
+        return str(mode)
 
 
 def _coins_from(items: Any) -> tuple[Coin, ...]:

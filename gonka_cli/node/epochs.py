@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from gonka_cli.errors import GenesisError
+from gonka_cli.protocol import EpochSchedule, PhaseSpan
+from gonka_cli.validate import is_int, is_number
 
 GNK = 10**9
 GENERATE = "generate"
@@ -88,11 +90,11 @@ class NetworkParams:
             "inference_attempts",
         ):
             value = getattr(self, name)
-            if not _is_int(value) or value < 1:
+            if not is_int(value) or value < 1:
                 raise GenesisError(f"genesis network: {name} must be a positive integer")
         for name in ("poc_seq_len", "epoch_reward_ngonka", "price_per_token_ngonka"):
             value = getattr(self, name)
-            if not _is_int(value) or value < 0:
+            if not is_int(value) or value < 0:
                 raise GenesisError(f"genesis network: {name} must be an integer >= 0")
         if self.poc_generate_blocks + self.poc_validate_blocks >= self.epoch_blocks:
             raise GenesisError(
@@ -101,11 +103,11 @@ class NetworkParams:
             )
         for name in ("inference_timeout_s", "participant_timeout_s"):
             value = getattr(self, name)
-            if not _is_number(value) or not 0.1 <= value <= 3600:
+            if not is_number(value) or not 0.1 <= value <= 3600:
                 raise GenesisError(f"genesis network: {name} must be between 0.1 and 3600")
-        if not _is_number(self.validation_share) or not 0 <= self.validation_share <= 1:
+        if not is_number(self.validation_share) or not 0 <= self.validation_share <= 1:
             raise GenesisError("genesis network: validation_share must be between 0 and 1")
-        if not _is_number(self.replay_threshold) or not 0 < self.replay_threshold < 1:
+        if not is_number(self.replay_threshold) or not 0 < self.replay_threshold < 1:
             raise GenesisError("genesis network: replay_threshold must be between 0 and 1")
         if not isinstance(self.poc_model, str):
             raise GenesisError("genesis network: poc_model must be a model name")
@@ -136,14 +138,6 @@ class NetworkParams:
         return self.poc_seq_len or get_spec(self.poc_model).poc_seq_len
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 @dataclass(frozen=True)
 class EpochView:
     """Where the chain stands in the epoch schedule at `height` (the latest block)."""
@@ -160,25 +154,26 @@ class EpochView:
     def end_height(self) -> int:
         return self.inference[1]
 
+    def schedule(self) -> EpochSchedule:
+        """This view as the protocol's schedule message (the heights as spans)."""
+        return EpochSchedule(
+            epoch=self.epoch,
+            phase=self.phase,
+            height=self.height,
+            start_height=self.start_height,
+            end_height=self.end_height,
+            generate=PhaseSpan(*self.generate),
+            validate=PhaseSpan(*self.validate),
+            inference=PhaseSpan(*self.inference),
+        )
+
     @property
     def phase_end_height(self) -> int:
         """The last height of the current phase."""
-        ends = {GENERATE: self.generate[1], VALIDATE: self.validate[1]}
-        return ends.get(self.phase, self.end_height)
+        return self.schedule().phase_end_height
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "epoch": self.epoch,
-            "phase": self.phase,
-            "height": self.height,
-            "start_height": self.start_height,
-            "end_height": self.end_height,
-            "phases": {
-                GENERATE: {"start_height": self.generate[0], "end_height": self.generate[1]},
-                VALIDATE: {"start_height": self.validate[0], "end_height": self.validate[1]},
-                INFERENCE: {"start_height": self.inference[0], "end_height": self.inference[1]},
-            },
-        }
+        return self.schedule().to_dict()
 
 
 def epoch_at(params: NetworkParams, height: int) -> EpochView:

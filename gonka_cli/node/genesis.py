@@ -28,6 +28,8 @@ from gonka_cli.chain.amount import DENOM, MAX_AMOUNT
 from gonka_cli.crypto import address as addr
 from gonka_cli.errors import GenesisError, InputError, InvalidAddress, NodeError
 from gonka_cli.node.epochs import NetworkParams
+from gonka_cli.storage import atomic_write
+from gonka_cli.validate import is_int, is_number
 
 GENESIS_FILE = "genesis.json"
 DB_FILE = "node.db"
@@ -95,7 +97,7 @@ class ChainParams:
         if not price.is_finite() or price < 0:
             raise GenesisError("genesis params: min_gas_price must be >= 0")
         # A hand-edited genesis may hold "1" or true: refuse them here, not in the block clock.
-        if not _is_number(self.block_time_s) or not 0.05 <= self.block_time_s <= 3600:
+        if not is_number(self.block_time_s) or not 0.05 <= self.block_time_s <= 3600:
             raise GenesisError("genesis params: block_time_s must be between 0.05 and 3600")
         for name in (
             "max_tx_bytes",
@@ -107,7 +109,7 @@ class ChainParams:
             "faucet_limit_ngonka",
         ):
             value = getattr(self, name)
-            if not _is_int(value) or value <= 0:
+            if not is_int(value) or value <= 0:
                 raise GenesisError(f"genesis params: {name} must be a positive integer")
         for name in (
             "gas_base",
@@ -117,20 +119,12 @@ class ChainParams:
             "transfer_restriction_end_height",
         ):
             value = getattr(self, name)
-            if not _is_int(value) or value < 0:
+            if not is_int(value) or value < 0:
                 raise GenesisError(f"genesis params: {name} must be an integer >= 0")
         if self.faucet_amount_ngonka > self.faucet_max_ngonka:
             raise GenesisError(
                 "genesis params: faucet_amount_ngonka must not exceed faucet_max_ngonka"
             )
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -181,7 +175,7 @@ class Genesis:
                 amount = coin["amount"]
                 # Decimal digits only: int() would also take "1_000", " 5" or "+5".
                 if not (
-                    _is_int(amount)
+                    is_int(amount)
                     or (isinstance(amount, str) and amount.isascii() and amount.isdigit())
                 ):
                     raise GenesisError(
@@ -381,7 +375,7 @@ def init_home(
     balances = [(faucet.address, faucet_ngonka), *accounts]
     node_key(home)
     genesis = new_genesis(chain_id, balances, params, faucet.address, network)
-    _write_atomic(home.genesis_file, json.dumps(genesis.to_dict(), indent=2) + "\n")
+    atomic_write(home.genesis_file, json.dumps(genesis.to_dict(), indent=2) + "\n")
     return genesis
 
 
@@ -395,12 +389,3 @@ def node_key(home: NodeHome) -> Any:
     if not keystore.exists(NODE_KEY):
         keystore.add_mnemonic(NODE_KEY, hd.generate_mnemonic(24), password, path=hd.HDPath.bip44())
     return keystore.unlock(NODE_KEY, password).private_key
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)

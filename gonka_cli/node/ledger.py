@@ -32,6 +32,7 @@ work or learn which leaves will be sampled.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
@@ -39,18 +40,20 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from google.protobuf import any_pb2
+
 from gonka_cli.chain import tx as txlib
 from gonka_cli.chain.amount import DENOM, MAX_AMOUNT
+from gonka_cli.chain.proto.cosmos.base.abci.v1beta1 import abci_pb2
 from gonka_cli.crypto import address as addr
 from gonka_cli.crypto.secp256k1 import PrivateKey
 from gonka_cli.errors import InputError, InvalidAddress, InvalidAmount, NodeStateError
 from gonka_cli.node.genesis import Genesis
+from gonka_cli.storage import open_sqlite, transaction
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,8 @@ RESTRICTIONS = "restrictions"
 #: The SDK's `tx.MaxGasWanted`: larger gas limits are refused (code 18); this one fits in
 #: SQLite's 64-bit integers.
 MAX_GAS_WANTED = 2**63 - 1
+#: The size of a secp256k1 public key's Any inside a SignerInfo (tag, length, type URL, key).
+_PUBKEY_INFO_BYTES = 72
 
 
 #: Cosmos SDK module accounts: the first 20 bytes of SHA-256(module name).
@@ -277,6 +282,7 @@ class Ledger:
         self.block_time_s = genesis.params.block_time_s if block_time_s is None else block_time_s
         self.chain_id = genesis.chain_id
         self._gas_price = genesis.params.gas_price
+        self._fees: dict[int, int] = {}
         self._lock = threading.RLock()
         self._faucet_key = faucet_key
         self._node_key = node_key
@@ -294,11 +300,16 @@ class Ledger:
         self.height = 0
         self.last_hash = ""
         self.last_time = ""
-        self._db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+        message = (
+            f"cannot open the node's database {db_path}: {{}}; check that the home is "
+            "writable and the file is a gonka node's database"
+        )
         try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # FULL: a block is on disk before its transactions can be read back as committed.
-            self._db.execute("PRAGMA synchronous=FULL")
+            # Durable: a block is on disk before its transactions can be read back as committed.
+            self._db = open_sqlite(db_path, durable=True)
+        except sqlite3.Error as exc:
+            raise NodeStateError(message.format(exc)) from None
+        try:
             self._db.executescript(_SCHEMA)
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(blocks)")}
             if "entropy" not in columns:  # a database from before blocks had entropy
@@ -306,10 +317,7 @@ class Ledger:
             self._open()
         except sqlite3.Error as exc:
             self._db.close()
-            raise NodeStateError(
-                f"cannot open the node's database {db_path}: {exc}; check that the home is "
-                "writable and the file is a gonka node's database"
-            ) from None
+            raise NodeStateError(message.format(exc)) from None
         except BaseException:
             self._db.close()
             raise
@@ -320,7 +328,7 @@ class Ledger:
         genesis_hash = genesis_digest(self.genesis)
         meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
         if not meta:
-            with self._transaction():
+            with transaction(self._db):
                 self._db.executemany(
                     "INSERT INTO meta VALUES (?, ?)",
                     [
@@ -372,7 +380,7 @@ class Ledger:
             account = AccountState(
                 self.node_address, number, 0, self._node_key.public_key.to_bytes(), 0
             )
-            with self._transaction():
+            with transaction(self._db):
                 self._db.execute(
                     "INSERT INTO accounts VALUES (?, ?, 0, ?, '0')",
                     (account.address, account.number, account.pubkey),
@@ -383,20 +391,6 @@ class Ledger:
     def close(self) -> None:
         with self._lock:
             self._db.close()
-
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-            self._db.execute("COMMIT")
-        except BaseException:
-            # A failed COMMIT can leave the transaction open, and this connection would then
-            # read back what is not on disk. After some errors (disk full) SQLite has rolled
-            # back already, and a second ROLLBACK would hide the real error.
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise
 
     # -- queries -------------------------------------------------------------------------
 
@@ -551,8 +545,12 @@ class Ledger:
         if pending is None:
             return outcome, None
         gas_limit = decoded.fee.gas_limit
-        # The empty signature of a simulation will be 64 bytes once signed.
-        size = len(tx_bytes) + (64 if simulate and not any(decoded.signatures) else 0)
+        # The empty signature of a simulation will be 64 bytes once signed, and a missing
+        # public key 72 bytes (its Any in the SignerInfo).
+        size = len(tx_bytes)
+        if simulate:
+            size += 64 if not any(decoded.signatures) else 0
+            size += _PUBKEY_INFO_BYTES if decoded.signers[0].pubkey is None else 0
         gas_used = self.gas_for(size, 1, len(pending.sends_msgs))
         state = self._check_state(pending.signer)
         if state is None:
@@ -572,12 +570,8 @@ class Ledger:
                     ante_gas,
                 ), None
             if not decoded.verify(self.chain_id, account.number):
-                return _sdk(
-                    4,
-                    "signature verification failed; please verify account number "
-                    f"({account.number}) and chain-id ({self.chain_id}): unauthorized",
-                ), None
-            required = txlib.fee_for_gas(gas_limit, self._gas_price)
+                return _sdk(4, self._unverified(decoded, account.number)), None
+            required = self._required_fee(gas_limit)
             if pending.fee < required:
                 return _sdk(
                     13,
@@ -596,6 +590,33 @@ class Ledger:
         if pending.fee + spent > state.balance:
             return _insufficient(state.balance - pending.fee, spent), None
         return Outcome(0, "", "", gas_limit, gas_used), pending
+
+    def _required_fee(self, gas_limit: int) -> int:
+        """The least fee for `gas_limit`: exact Decimal arithmetic, so kept per gas limit
+        (clients use a handful of limits; the cache is bounded all the same)."""
+        fee = self._fees.get(gas_limit)
+        if fee is None:
+            if len(self._fees) >= 1024:
+                self._fees.clear()
+            fee = self._fees[gas_limit] = txlib.fee_for_gas(gas_limit, self._gas_price)
+        return fee
+
+    def _unverified(self, decoded: txlib.DecodedTx, account_number: int) -> str:
+        """The SDK's raw_log for a signature that does not verify, by sign mode."""
+        mode = decoded.signers[0].mode
+        if mode == txlib.SIGN_MODE_LEGACY_AMINO_JSON:
+            return (
+                f"signature verification failed; please verify account number ({account_number}),"
+                f" sequence ({decoded.signers[0].sequence}) and chain-id ({self.chain_id}): "
+                "unauthorized"
+            )
+        cause = ""
+        if mode not in txlib.SUPPORTED_SIGN_MODES:
+            cause = f": (unsupported sign mode {txlib.sign_mode_name(mode)})"
+        return (
+            "signature verification failed; please verify account number "
+            f"({account_number}) and chain-id ({self.chain_id}){cause}: unauthorized"
+        )
 
     def _committed(self, txhash: str) -> bool:
         return (
@@ -660,11 +681,13 @@ class Ledger:
                 f"wrong number of signers; expected 1, got {len(decoded.signatures)}: unauthorized",
             )
         signer_info = decoded.signers[0]
-        if signer_info.pubkey is None:
+        if signer_info.pubkey is None and not simulate:
             return None, _sdk(8, "pubkey on account is not set: invalid pubkey")
-        if not simulate and signer_info.mode != txlib.SIGN_MODE_DIRECT:
-            return None, _sdk(4, "only SIGN_MODE_DIRECT is supported: unauthorized")
-        signer = addr.address_from_pubkey(signer_info.pubkey.to_bytes())
+        if signer_info.pubkey is not None:
+            signer = addr.address_from_pubkey(signer_info.pubkey.to_bytes())
+        else:
+            # A simulation without a public key: as the SDK's, the signer is the messages'.
+            signer = msgs[0].from_address
         for msg in msgs:
             if msg.from_address != signer:
                 return None, _sdk(
@@ -949,7 +972,7 @@ class Ledger:
         entropy: str = "",
     ) -> None:
         """Write a block in one SQLite transaction: all of it is on disk, or none of it."""
-        with self._transaction():
+        with transaction(self._db):
             if minted:
                 self._db.execute(
                     "INSERT OR REPLACE INTO meta VALUES ('minted', ?)", (str(self.minted + minted),)
@@ -1074,6 +1097,93 @@ class _PendingCheck:
     fee: int
     sends: tuple[tuple[str, str, int], ...]
     sends_msgs: tuple[txlib.MsgSend, ...]
+
+
+@dataclass(frozen=True)
+class Event:
+    """An ABCI event as the SDK emits it: a type and its (key, value) attributes."""
+
+    type: str
+    attributes: tuple[tuple[str, str], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "attributes": [{"key": k, "value": v, "index": True} for k, v in self.attributes],
+        }
+
+
+def _event(kind: str, *attributes: tuple[str, str]) -> Event:
+    return Event(kind, attributes)
+
+
+def tx_events(decoded: txlib.DecodedTx, code: int, gas_used: int) -> list[Event]:
+    """The events of a delivered transaction, in the SDK v0.50's order and wording.
+
+    The ante handler's (fee transfer, `tx.fee`, `tx.acc_seq`, `tx.signature`) stay when the
+    messages fail, as the fee and sequence do; a transaction refused before its fee was taken
+    (gas_used 0) has none. Each message adds `message` (action, sender, module),
+    `coin_spent`, `coin_received`, `transfer` and `message` (sender), tagged with `msg_index`.
+    """
+    if code != 0 and gas_used == 0:
+        return []
+    sends = [m for m in decoded.messages if isinstance(m, txlib.MsgSend)]
+    pubkey = decoded.signers[0].pubkey if decoded.signers else None
+    if pubkey is not None:
+        signer = addr.address_from_pubkey(pubkey.to_bytes())
+    elif sends:
+        signer = sends[0].from_address
+    else:
+        return []
+    fee = _coins_text(decoded.fee.amount)
+    events: list[Event] = []
+    if fee:
+        events += [
+            _event("coin_spent", ("spender", signer), ("amount", fee)),
+            _event("coin_received", ("receiver", FEE_COLLECTOR_ADDRESS), ("amount", fee)),
+            _event(
+                "transfer",
+                ("recipient", FEE_COLLECTOR_ADDRESS),
+                ("sender", signer),
+                ("amount", fee),
+            ),
+            _event("message", ("sender", signer)),
+        ]
+    events.append(_event("tx", ("fee", fee), ("fee_payer", signer)))
+    sequence = decoded.signers[0].sequence if decoded.signers else 0
+    events.append(_event("tx", ("acc_seq", f"{signer}/{sequence}")))
+    for signature in decoded.signatures:
+        events.append(_event("tx", ("signature", base64.b64encode(signature).decode("ascii"))))
+    if code != 0:
+        return events
+    for index, msg in enumerate(sends):
+        i = ("msg_index", str(index))
+        amount = _coins_text(msg.amount)
+        sender, recipient = msg.from_address, msg.to_address
+        events += [
+            _event(
+                "message",
+                ("action", txlib.MSG_SEND_TYPE_URL),
+                ("sender", sender),
+                ("module", "bank"),
+                i,
+            ),
+            _event("coin_spent", ("spender", sender), ("amount", amount), i),
+            _event("coin_received", ("receiver", recipient), ("amount", amount), i),
+            _event("transfer", ("recipient", recipient), ("sender", sender), ("amount", amount), i),
+            _event("message", ("sender", sender), i),
+        ]
+    return events
+
+
+def tx_msg_data(decoded: txlib.DecodedTx) -> bytes:
+    """The SDK's TxMsgData of a successful transaction: one (empty) response per message."""
+    responses = [
+        any_pb2.Any(type_url=f"{m.type_url}Response")
+        for m in decoded.messages
+        if isinstance(m, txlib.MsgSend)
+    ]
+    return abci_pb2.TxMsgData(msg_responses=responses).SerializeToString()
 
 
 _TX_COLUMNS = (

@@ -20,7 +20,7 @@ from typing import Any
 from gonka_cli.chain.client import ChainClient
 from gonka_cli.crypto.secp256k1 import PrivateKey
 from gonka_cli.errors import GonkaError, InputError, RequestRefused
-from gonka_cli.miner.client import NetworkClient
+from gonka_cli.workclient import WorkClient
 
 WORDS = ("mine", "gonka", "proof", "compute", "block", "epoch", "nonce", "model", "token")
 MAX_RPS = 1000.0
@@ -96,10 +96,10 @@ def run_load(
     stop = stop or threading.Event()
     stats = LoadStats()
     lock = threading.Lock()
-    clients = [NetworkClient(url, key, timeout_s=10.0) for key in keys]
+    clients = [WorkClient(url, key, timeout_s=10.0) for key in keys]
     rng = random.Random()  # noqa: S311 - prompts, not secrets
 
-    def one(client: NetworkClient) -> None:
+    def one(client: WorkClient) -> None:
         prompt = " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 8)))
         began = time.perf_counter()
         try:
@@ -118,7 +118,7 @@ def run_load(
             return
         with lock:
             stats.completed += 1
-            stats.tokens += int(answer.get("usage", {}).get("completion_tokens", 0))
+            stats.tokens += answer.usage.completion_tokens
             stats.latencies.append(time.perf_counter() - began)
 
     interval = 1.0 / rps

@@ -36,6 +36,7 @@ from gonka_cli.node.ledger import Ledger
 
 if TYPE_CHECKING:
     from gonka_cli.node.network import Network
+    from gonka_cli.node.rpc import RpcServer
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ class NodeInfo:
     node_address: str
     block_time_s: float
     created: bool
+    #: CometBFT's JSON-RPC (`gonka_cli.node.rpc`); "" when the node serves none.
+    rpc_url: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -92,8 +95,8 @@ class _HomeLock:
         self._lock.release()
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """A listening socket; port 0 picks a free one."""
+def bind(host: str, port: int, *, option: str = "--port") -> socket.socket:
+    """A listening socket; port 0 picks a free one. `option` names the port in messages."""
     if not host.strip():
         # "" would listen on every interface, which nobody asks for by leaving --host empty.
         raise InputError("--host is empty: give the address to listen on, e.g. 127.0.0.1")
@@ -110,11 +113,11 @@ def bind(host: str, port: int) -> socket.socket:
         if exc.errno == errno.EADDRINUSE:
             raise NodeRunning(
                 f"cannot listen on {host}:{port} ({exc.strerror}); is another node running? "
-                "Pick another --port"
+                f"Pick another {option}"
             ) from None
         # Not an address of this machine, an unknown host name, a port that needs root.
         raise InputError(
-            f"cannot listen on {host}:{port} ({exc.strerror}); check --host and --port"
+            f"cannot listen on {host}:{port} ({exc.strerror}); check --host and {option}"
         ) from None
     sock.listen(2048)
     sock.setblocking(False)
@@ -131,10 +134,15 @@ class Node:
         host: str = "127.0.0.1",
         port: int = 1317,
         block_time_s: float | None = None,
+        rpc_port: int | None = None,
     ) -> None:
         self.home_path = Path(home)
         self.host = host
         self.port = port
+        #: CometBFT's RPC port on the same host (0 picks a free one); None serves no RPC.
+        self.rpc_port = rpc_port
+        self._rpc_sock: socket.socket | None = None
+        self.rpc: RpcServer | None = None
         self._block_time_s = block_time_s
         self._lock = _HomeLock(self.home_path / "node.lock")
         self._sock: socket.socket | None = None
@@ -147,6 +155,8 @@ class Node:
         self._startup_error: BaseException | None = None
         #: The height the node had when `run()` returned.
         self.stopped_height: int | None = None
+        #: The signal that stopped `run()` (SIGINT for Ctrl-C, SIGTERM), None otherwise.
+        self.stop_signal: int | None = None
         #: Why the node stopped by itself (a block it could not write), if it did.
         self.failure: Exception | None = None
 
@@ -184,11 +194,16 @@ class Node:
 
             self.network = Network(self.ledger, str(home.network_db_file), own_key)
             self._sock = bind(self.host, self.port)
+            if self.rpc_port is not None:
+                self._rpc_sock = bind(self.host, self.rpc_port, option="--rpc-port")
         except BaseException:
             self.close()
             raise
         port = self._sock.getsockname()[1]
         host = f"[{self.host}]" if ":" in self.host else self.host
+        rpc_url = (
+            f"http://{host}:{self._rpc_sock.getsockname()[1]}" if self._rpc_sock is not None else ""
+        )
         self.info = NodeInfo(
             home=str(self.home_path),
             url=f"http://{host}:{port}",
@@ -199,6 +214,7 @@ class Node:
             node_address=self.ledger.node_address,
             block_time_s=block_time_s,
             created=self._created,
+            rpc_url=rpc_url,
         )
         return self.info
 
@@ -206,6 +222,9 @@ class Node:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        if self._rpc_sock is not None:
+            self._rpc_sock.close()
+            self._rpc_sock = None
         if self.network is not None:
             self.network.close()
             self.network = None
@@ -226,6 +245,31 @@ class Node:
             raise NodeError("the node is not open")
         app = create_app(ledger, network)
         block_time = ledger.block_time_s
+        on_block: Callable[[Any], None] = network.on_block
+        served: Any = app
+        if self._rpc_sock is not None and self.info is not None:
+            from gonka_cli.node.rpc import RpcServer
+
+            rpc = self.rpc = RpcServer(ledger, rpc_address=self.info.rpc_url)
+            app.state.rpc_url = self.info.rpc_url
+            rpc_port = self._rpc_sock.getsockname()[1]
+
+            def both(block: Any) -> None:
+                try:
+                    rpc.on_block(block)
+                finally:
+                    network.on_block(block)
+
+            on_block = both
+
+            async def served(scope: Any, receive: Any, send: Any) -> None:
+                # One server, two ports: the RPC's requests go to the RPC, the rest (and the
+                # lifespan) to the REST app; all on one event loop, like the ledger wants.
+                server_address = scope.get("server")
+                if server_address is not None and server_address[1] == rpc_port:
+                    await rpc(scope, receive, send)
+                else:
+                    await app(scope, receive, send)
 
         def block_failed(exc: Exception) -> None:
             self.failure = exc
@@ -234,9 +278,7 @@ class Node:
         @contextlib.asynccontextmanager
         async def lifespan(_: Any) -> AsyncIterator[None]:
             network.catch_up()
-            task = asyncio.create_task(
-                _block_clock(ledger, block_time, block_failed, network.on_block)
-            )
+            task = asyncio.create_task(_block_clock(ledger, block_time, block_failed, on_block))
             try:
                 yield
             finally:
@@ -249,7 +291,7 @@ class Node:
 
         app.router.lifespan_context = lifespan
         config = uvicorn.Config(
-            app,
+            served,
             log_level="warning",
             access_log=False,
             lifespan="on",
@@ -259,17 +301,23 @@ class Node:
         server = uvicorn.Server(config)
         return server
 
+    def _sockets(self) -> list[socket.socket]:
+        return [s for s in (self._sock, self._rpc_sock) if s is not None]
+
     def run(self) -> None:
         """Serve in the foreground until Ctrl-C or SIGTERM, then shut down cleanly."""
         if self._sock is None:
             self.open()
         self._server = self._make_server()
         # uvicorn shuts down gracefully on SIGINT/SIGTERM (a last block included), then
-        # re-raises the signal to the handler it found: make those no-ops, so that stopping
-        # the node is a normal exit rather than an interruption.
-        previous = {sig: signal.signal(sig, lambda *_: None) for sig in _STOP_SIGNALS}
+        # re-raises the signal to the handler it found: make those note it instead, so that the
+        # caller decides (`gonka node start`: Ctrl-C exits 130, SIGTERM is a normal stop).
+        previous = {
+            sig: signal.signal(sig, lambda signum, _: setattr(self, "stop_signal", signum))
+            for sig in _STOP_SIGNALS
+        }
         try:
-            self._server.run(sockets=[self._sock])
+            self._server.run(sockets=self._sockets())
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -288,7 +336,7 @@ class Node:
 
         def serve() -> None:
             try:
-                self._server.run(sockets=[self._sock])
+                self._server.run(sockets=self._sockets())
             except BaseException as exc:  # surfaced by start() or stop()
                 self._startup_error = exc
 
@@ -379,14 +427,15 @@ def serve_forever(
     port: int,
     block_time_s: float | None,
     on_ready: Callable[[NodeInfo], None],
-) -> int | None:
+    rpc_port: int | None = None,
+) -> Node:
     """`gonka node start`: open the node, report it, serve until Ctrl-C or SIGTERM.
 
-    Returns the height at which it stopped.
+    Returns the stopped node: its `stopped_height`, and the `stop_signal` that stopped it.
     """
     import gc
 
-    node = Node(home, host=host, port=port, block_time_s=block_time_s)
+    node = Node(home, host=host, port=port, block_time_s=block_time_s, rpc_port=rpc_port)
     info = node.open()
     # What start-up loaded (the compute stack: ~250k objects) lives as long as the process:
     # out of the collector's sight, a full collection pauses the event loop for ~10-30 ms
@@ -395,4 +444,4 @@ def serve_forever(
     gc.freeze()
     on_ready(info)
     node.run()
-    return node.stopped_height
+    return node

@@ -1,9 +1,14 @@
-"""Transactions against public vectors: cosmjs/simd signed sends and gonka-mainnet gentxs."""
+"""Transactions against public vectors: cosmjs/simd signed sends and gonka-mainnet gentxs.
+
+Every test runs with the fast secp256k1 path (coincurve) and with the pure-Python fallback
+(ecdsa), forced in this process: both sign the vectors' bytes and verify the real gentxs.
+"""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Iterator
 from decimal import Decimal
 from functools import cache
 from typing import Any
@@ -14,6 +19,7 @@ from ecdsa.util import sigdecode_string
 from google.protobuf import any_pb2
 
 from gonka_cli.chain import tx as txlib
+from gonka_cli.crypto import secp256k1
 from gonka_cli.crypto.hd import HDPath, derive_private_key
 from gonka_cli.crypto.secp256k1 import CURVE_ORDER, HALF_ORDER, PrivateKey, PublicKey
 from gonka_cli.errors import InputError
@@ -24,6 +30,19 @@ SIMD = VECTORS["public_vectors_cosmjs_simd"]
 GENTXS = VECTORS["public_verify_only_gonka_mainnet_gentx"]
 
 MSG_CREATE_VALIDATOR = "/cosmos.staking.v1beta1.MsgCreateValidator"
+
+
+@pytest.fixture(autouse=True, params=["coincurve", "ecdsa"])
+def signing_backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    if request.param == "coincurve" and secp256k1._coincurve() is None:
+        pytest.skip("coincurve is not installed here")
+    try:
+        assert secp256k1.set_backend("auto" if request.param == "coincurve" else "ecdsa") == (
+            request.param
+        )
+        yield request.param
+    finally:
+        secp256k1.set_backend("auto")
 
 
 def _simd_id(vector: dict[str, Any]) -> str:
@@ -351,3 +370,69 @@ def test_gas_with_other_adjustment() -> None:
 )
 def test_fee_for_gas_rounds_up(gas_limit: int, gas_price: Any, expected: int) -> None:
     assert txlib.fee_for_gas(gas_limit, gas_price) == expected
+
+
+# --- SIGN_MODE_LEGACY_AMINO_JSON (cosmjs's own bytes are in tests/node/test_amino.py) -----
+
+AMINO_KEY = PrivateKey(hashlib.sha256(b"amino").digest())
+AMINO_SEND = txlib.MsgSend(
+    "gonka1qypqxpq9qcrsszg2pvxq6rs0zqg3yyc50htqp7",
+    "gonka1qypqxpq9qcrsszg2pvxq6rs0zqg3yyc50htqp7",
+    txlib.coins(5),
+)
+
+
+def test_amino_signed_tx_verifies_in_its_mode_only() -> None:
+    signed = txlib.sign_amino(
+        AMINO_KEY,
+        [AMINO_SEND],
+        txlib.Fee(txlib.coins(10), 100_000),
+        chain_id="gonka-devnet",
+        account_number=3,
+        sequence=9,
+        memo="m",
+        timeout_height=77,
+    )
+    decoded = txlib.decode_tx(signed.tx_bytes)
+    assert decoded.signers[0].mode == txlib.SIGN_MODE_LEGACY_AMINO_JSON
+    assert decoded.timeout_height == 77
+    assert decoded.verify("gonka-devnet", 3)
+    assert not decoded.verify("gonka-devnet", 4)
+    doc = decoded.sign_doc("gonka-devnet", 3)
+    assert doc.startswith(b'{"account_number":"3","chain_id":"gonka-devnet",')
+    assert doc.endswith(b'"sequence":"9","timeout_height":"77"}')
+    # The same body and auth info, read as DIRECT, is another document: the signature fails.
+    direct_auth = txlib.encode_auth_info(
+        AMINO_KEY.public_key, 9, txlib.Fee(txlib.coins(10), 100_000)
+    )
+    relabelled = txlib.encode_tx_raw(signed.body_bytes, direct_auth, [signed.signature])
+    assert not txlib.decode_tx(relabelled).verify("gonka-devnet", 3)
+
+
+@pytest.mark.parametrize("mode", [0, 2, 3, 191])
+def test_unsupported_sign_modes_never_verify(mode: int) -> None:
+    body = txlib.encode_body([AMINO_SEND])
+    auth_info = txlib.encode_auth_info(AMINO_KEY.public_key, 0, txlib.Fee((), 1), mode)
+    signature = AMINO_KEY.sign(txlib.encode_sign_doc(body, auth_info, "c", 0))
+    decoded = txlib.decode_tx(txlib.encode_tx_raw(body, auth_info, [signature]))
+    assert not decoded.verify("c", 0)
+    with pytest.raises(txlib.TxDecodeError, match="unsupported sign mode"):
+        decoded.sign_doc("c", 0)
+
+
+def test_amino_covers_msg_send_only() -> None:
+    other = any_pb2.Any(type_url=MSG_CREATE_VALIDATOR, value=b"")
+    body = txlib.encode_body([other])
+    auth_info = txlib.encode_auth_info(
+        AMINO_KEY.public_key, 0, txlib.Fee((), 1), txlib.SIGN_MODE_LEGACY_AMINO_JSON
+    )
+    decoded = txlib.decode_tx(txlib.encode_tx_raw(body, auth_info, [bytes(64)]))
+    with pytest.raises(txlib.TxDecodeError, match="MsgSend only"):
+        decoded.sign_doc("c", 0)
+    assert not decoded.verify("c", 0)
+
+
+def test_sign_mode_names() -> None:
+    assert txlib.sign_mode_name(1) == "SIGN_MODE_DIRECT"
+    assert txlib.sign_mode_name(127) == "SIGN_MODE_LEGACY_AMINO_JSON"
+    assert txlib.sign_mode_name(4242) == "4242"

@@ -18,18 +18,17 @@ from gonka_cli.chain.signed_request import sign_request
 from gonka_cli.crypto.secp256k1 import PrivateKey
 from gonka_cli.node.epochs import GENERATE, INFERENCE, VALIDATE, EpochView, epoch_at
 from gonka_cli.node.runner import Node
+from gonka_cli.protocol import GRPC_FOR_HTTP, ErrorCode
 from tests.node.helpers import WAIT_S, Account, account, assert_error
 
-#: The gRPC code the mining API answers with, for each HTTP status.
-GRPC_CODES = {400: 3, 401: 16, 402: 9, 403: 7, 404: 5, 409: 6, 410: 9, 413: 3, 422: 3, 503: 14}
 
-
-def assert_refused(resp: requests.Response, status: int, *fragments: str) -> str:
-    """`resp` is the API's JSON error with HTTP `status` whose message holds `fragments`."""
-    body = assert_error(resp, status, GRPC_CODES[status])
+def assert_refused(resp: requests.Response, code: ErrorCode) -> str:
+    """`resp` is the API's JSON refusal with `code`: its HTTP status, its gRPC code and its
+    `error_code`. Returns the message (tests assert codes, not wording)."""
+    status = code.http_status
+    body = assert_error(resp, status, GRPC_FOR_HTTP[status])
+    assert body.get("error_code") == code.value, body
     message: str = body["message"]
-    for fragment in fragments:
-        assert fragment in message, (fragment, message)
     return message
 
 

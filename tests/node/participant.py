@@ -1,7 +1,7 @@
 """A minimal participant for the node's tests: real PoC artifacts, MMR, proofs and inference.
 
 It drives the compute engine in-process (gonka-tiny on the CPU) and talks to the node only
-through its HTTP API (`NetworkClient`), like a miner would. Misbehaviour is opt-in:
+through its HTTP API (`WorkClient`), like a miner would. Misbehaviour is opt-in:
 `fake_share` replaces that share of its artifacts with made-up vectors, `alter_tokens`
 changes the tokens it returns for inference, `answer_proofs=False` never answers proof
 requests, and `stop()` makes it vanish at once. `mine_poc=False` only serves work.
@@ -20,8 +20,8 @@ from gonka_cli.compute.mmr import MMR
 from gonka_cli.compute.validation import build_answers
 from gonka_cli.crypto.secp256k1 import PrivateKey
 from gonka_cli.errors import GonkaError
-from gonka_cli.miner.client import NetworkClient
 from gonka_cli.miner.worker import run_inference, run_validation
+from gonka_cli.workclient import WorkClient
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class TestParticipant:
         key: PrivateKey | None = None,
     ) -> None:
         self.key = key or PrivateKey(secrets.token_bytes(32))
-        self.client = NetworkClient(url, self.key)
+        self.client = WorkClient(url, self.key)
         self.address = self.client.address
         self.models = list(models)
         self.nonces = nonces
@@ -76,7 +76,8 @@ class TestParticipant:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                epoch = self.client.epoch()
+                # The participant reads the wire form, as a miner in another language would.
+                epoch = self.client.epoch().to_dict()
                 if (
                     self.mine_poc
                     and epoch["phase"] == "generate"
@@ -84,10 +85,10 @@ class TestParticipant:
                 ):
                     self.mine(epoch)
                 work = self.client.work(wait_s=0.3)
-                for item in work["items"]:
+                for item in work.items:
                     if self._stop.is_set():
                         return
-                    self.handle(item)
+                    self.handle(item.to_dict())
             except GonkaError as exc:
                 self.refusals.append(str(exc))
                 time.sleep(0.05)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from gonka_cli.chain.proto.cosmos.base.v1beta1 import coin_pb2 as cosmos_dot_base_dot_v1beta1_dot_coin__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63osmos/bank/v1beta1/tx.proto\x12\x13\x63osmos.bank.v1beta1\x1a\x1e\x63osmos/base/v1beta1/coin.proto\"^\n\x07MsgSend\x12\x14\n\x0c\x66rom_address\x18\x01 \x01(\t\x12\x12\n\nto_address\x18\x02 \x01(\t\x12)\n\x06\x61mount\x18\x03 \x03(\x0b\x32\x19.cosmos.base.v1beta1.Coinb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63osmos/bank/v1beta1/tx.proto\x12\x13\x63osmos.bank.v1beta1\x1a\x1e\x63osmos/base/v1beta1/coin.proto\"^\n\x07MsgSend\x12\x14\n\x0c\x66rom_address\x18\x01 \x01(\t\x12\x12\n\nto_address\x18\x02 \x01(\t\x12)\n\x06\x61mount\x18\x03 \x03(\x0b\x32\x19.cosmos.base.v1beta1.Coin\"\x11\n\x0fMsgSendResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,4 +34,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MSGSEND']._serialized_start=85
   _globals['_MSGSEND']._serialized_end=179
+  _globals['_MSGSENDRESPONSE']._serialized_start=181
+  _globals['_MSGSENDRESPONSE']._serialized_end=198
 # @@protoc_insertion_point(module_scope)

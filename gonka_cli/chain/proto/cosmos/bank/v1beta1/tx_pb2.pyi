@@ -46,3 +46,20 @@ class MsgSend(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MsgSend: _TypeAlias = MsgSend  # noqa: Y015
+
+@_typing.final
+class MsgSendResponse(_message.Message):
+    """MsgSendResponse, type URL /cosmos.bank.v1beta1.MsgSendResponse (empty)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MsgSendResponse: _TypeAlias = MsgSendResponse  # noqa: Y015

@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gonka_cli import settings
+from gonka_cli.chain.amount import describe
 from gonka_cli.cli.node import parse_duration
 from gonka_cli.cli.options import (
     NetworkOpt,
@@ -27,13 +28,12 @@ from gonka_cli.cli.options import (
     keystore,
     network_profile,
 )
-from gonka_cli.cli.output import Output, one_line
+from gonka_cli.cli.output import EXIT_INTERRUPTED, Output, exit_code_for, one_line
 from gonka_cli.errors import (
     GonkaError,
     InputError,
     KeyNotFound,
     MinerError,
-    NodeUnreachable,
     RequestRefused,
 )
 
@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 SUMMARY_EVERY_S = 30.0
 LOG_BYTES = 10 * 1024 * 1024
 LOG_BACKUPS = 5
+#: What to do when no node of the profile answers.
+_NODE_HINT = "is it running? (gonka mine --devnet starts a local one)"
 _QUIET_EVENTS = frozenset({"work_received", "task_computed", "phase"})
 
 
@@ -144,8 +146,6 @@ def mine(
         )
     except GonkaError as exc:
         logging.getLogger("gonka_cli").error("gonka mine stopped: %s", exc)
-        from gonka_cli.cli.main import exit_code_for
-
         typer.echo(f"Error: {one_line(exc)} (log: {log_path})", err=True)
         raise typer.Exit(exit_code_for(exc)) from None
     finally:
@@ -170,11 +170,11 @@ def _mine(
     from gonka_cli.bench.devices import inventory
     from gonka_cli.compute.models import get_spec
     from gonka_cli.miner import devnet as devnet_setup
-    from gonka_cli.miner.client import NetworkClient
     from gonka_cli.miner.devices import Telemetry, ThermalGate, select_devices
     from gonka_cli.miner.miner import Miner, MinerConfig
     from gonka_cli.miner.monitor import MonitorServer
     from gonka_cli.node.genesis import default_home
+    from gonka_cli.workclient import WorkClient
 
     for name in models:
         get_spec(name)  # UnknownModel names the models there are
@@ -201,6 +201,11 @@ def _mine(
             out.info(text)
 
     profile = network_profile("devnet" if devnet else network, node_url)
+    # The password first: a wrong one then costs no node start, and the prompt is not lost
+    # among the start-up lines. At a prompt, a typo asks again.
+    new_wallet = devnet and not store.exists(wallet)
+    password = out.password(password_file, key_name=wallet, new=True) if new_wallet else ""
+    unlocked = None if new_wallet else out.unlock(store, wallet, password_file)
     node = monitor = None
     if devnet:
         with out.status("Starting the devnet node..."):
@@ -215,22 +220,19 @@ def _mine(
         )
     try:
         chain = chain_client(profile)
-        if devnet and not store.exists(wallet):
-            password = out.password(password_file, key_name=wallet, new=True)
+        if new_wallet:
             info = devnet_setup.create_wallet(store, wallet, password)
             amount = devnet_setup.fund(chain, info.address)
             note(
                 "wallet_created",
                 f"Created wallet {wallet!r} ({info.address}) and funded it with "
-                f"{amount / 10**9:g} GNK; gonka wallet export {wallet} shows its mnemonic",
+                f"{describe(amount)}; gonka wallet export {wallet} shows its mnemonic",
                 wallet=wallet,
                 address=info.address,
                 funded_ngonka=str(amount),
             )
-        else:
-            password = out.password(password_file, key_name=wallet)
-        key = store.unlock(wallet, password).private_key
-        client = NetworkClient(profile.rest_urls, key)
+        key = (unlocked or store.unlock(wallet, password)).private_key
+        client = WorkClient(profile.rest_urls, key, hint=_NODE_HINT)
         _check_node(client)
 
         def balance() -> int:
@@ -268,7 +270,7 @@ def _mine(
     if monitor is not None:
         monitor.stop()
     if interrupted:
-        raise typer.Exit(130)
+        raise typer.Exit(EXIT_INTERRUPTED)
 
 
 def _duration(text: str | None) -> float | None:
@@ -303,22 +305,14 @@ def _log_to_file(path: Path | None) -> logging.FileHandler:
 
 
 def _check_node(client: Any) -> None:
-    """Fail at once, in one line, when the node is away or is not a gonka node."""
+    """Fail at once, in one line, when no node answers or the one that does is not a gonka
+    node (the client tries the profile's nodes in turn)."""
+    from gonka_cli.protocol import ProtocolError
+
     try:
-        for tries_left in range(len(client.urls) - 1, -1, -1):
-            try:
-                client.epoch()  # an unreachable node makes the profile's next one current
-                break
-            except NodeUnreachable as exc:
-                if tries_left == 0:
-                    raise NodeUnreachable(
-                        f"{exc} (gonka mine --devnet starts a local one)"
-                        if len(client.urls) == 1
-                        else f"cannot reach any of the profile's nodes ({', '.join(client.urls)})"
-                        "; are they running?"
-                    ) from None
-    except RequestRefused as exc:
-        if exc.status in (404, 405, 501):
+        client.epoch()
+    except (RequestRefused, ProtocolError) as exc:
+        if isinstance(exc, ProtocolError) or exc.status in (404, 405, 501):
             raise MinerError(
                 f"the node at {client.url} does not serve gonka's mining API (/v1/epochs); "
                 "mine against a gonka node: --devnet, or --node URL of one"
@@ -403,7 +397,7 @@ def _run_plain(miner: Miner, console: Console) -> dict[str, Any]:
 
 
 def _gnk(ngonka: str | None) -> str:
-    return "N/A" if ngonka is None else f"{int(ngonka) / 10**9:,.6f} GNK"
+    return "N/A" if ngonka is None else describe(int(ngonka))
 
 
 def _num(value: Any, unit: str = "", digits: int = 0) -> str:
@@ -417,9 +411,11 @@ def status_line(snap: dict[str, Any]) -> str:
     t = snap["totals"]
     rate = sum(d["nonces_per_second"] or 0 for d in snap["devices"])
     left = snap.get("phase_time_left_s")
+    upcoming = _next_generate(snap)
     return (
         f"{time.strftime('%H:%M:%S')} epoch {snap.get('epoch')} {snap.get('phase')}"
-        f"{'' if left is None else f' ({left:.0f}s left)'} | {rate:,.0f} nonces/s | "
+        f"{'' if left is None else f' ({left:.0f}s left)'}"
+        f"{'' if upcoming is None else f' | {upcoming}'} | {rate:,.0f} nonces/s | "
         f"committed {t['artifacts_committed']:,} | proofs {t['proofs_answered']} | "
         f"inference {t['inference_tasks']} | validations {t['validations']} | "
         f"accepted {t['accepted']} rejected {t['rejected']} | "
@@ -462,9 +458,17 @@ def render_status(snap: dict[str, Any]) -> Group:
     head = Text()
     head.append(f"epoch {snap.get('epoch')} · {snap.get('phase')}", style="bold")
     head.append("" if left is None else f" · {left:.0f} s left")
+    upcoming = _next_generate(snap)
+    if upcoming is not None:
+        head.append(f" · {upcoming}", style="bold")
     head.append(f" · height {snap.get('height')} · {snap['node_url']}")
     if not snap.get("node_reachable", True):
         head.append(" · node unreachable, retrying", style="bold red")
+    warnings = [
+        Text(f"warning: {d['warning']}", style="bold red")
+        for d in snap["devices"]
+        if d.get("warning")
+    ]
     reasons = ", ".join(f"{k} ×{v}" for k, v in t["rejections"].items())
     work = Text(
         f"artifacts committed {t['artifacts_committed']:,} · proofs answered "
@@ -475,7 +479,15 @@ def render_status(snap: dict[str, Any]) -> Group:
         f"weight: estimated {t['weight_estimated']:,}, accepted {t['weight_accepted']:,} · "
         f"balance {_gnk(t['balance_ngonka'])} · earned {_gnk(t['earned_ngonka'])}"
     )
-    return Group(head, devices, work)
+    return Group(head, devices, *warnings, work)
+
+
+def _next_generate(snap: dict[str, Any]) -> str | None:
+    """Outside a generate phase: when the next one starts."""
+    seconds = snap.get("next_generate_in_s")
+    if seconds is None or snap.get("phase") == "generate":
+        return None
+    return f"next generate phase in {seconds:.0f} s"
 
 
 def _print_summary(console: Console, s: dict[str, Any]) -> None:

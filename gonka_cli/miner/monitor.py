@@ -1,14 +1,15 @@
 """Monitoring for `gonka mine --api-port`: Prometheus metrics and a JSON status over HTTP.
 
 `MonitorServer` serves two read-only endpoints on a local address (127.0.0.1 unless told
-otherwise) from a daemon thread while the miner works:
+otherwise) while the miner works: a Starlette application under uvicorn, on a thread of its
+own with its own event loop, stopped cleanly by `stop()`:
 
 - `GET /metrics`: the Prometheus text exposition of the miner's snapshot (`metrics_text`);
 - `GET /status`: the snapshot itself as JSON.
 
 Any other path answers 404 and any other method 405, both with a JSON `{"error": ...}`.
 The miner hands the server a callable that returns its current snapshot; the server calls
-it once per request, from the request's thread, so it must be safe to call from any thread.
+it once per request, from a worker thread, so it must be safe to call from any thread.
 A snapshot that fails answers 500 and is logged; the server keeps serving.
 
 The snapshot is a plain dict (any key may be missing or None when unknown)::
@@ -51,14 +52,11 @@ import logging
 import math
 import os
 import socket
-import socketserver
-import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -109,13 +107,10 @@ _TOP_GAUGES: tuple[tuple[str, str, str], ...] = (
     ("uptime_s", "uptime_seconds", "Time since the miner started."),
 )
 
-#: stop() waits up to one poll of the serving loop; short, so that stopping feels instant.
-POLL_INTERVAL_S = 0.05
-#: A client that stalls mid-request gives up its thread after this long.
-REQUEST_TIMEOUT_S = 10.0
-#: Largest request body read (and dropped) before answering 405: the connection then closes
-#: without unread data, which would otherwise reset it before the client reads the answer.
-MAX_DISCARDED_BODY_BYTES = 64 * 1024
+#: A client that keeps an idle connection open gives it up after this long.
+REQUEST_TIMEOUT_S = 10
+#: How long start() waits for the server to answer.
+START_TIMEOUT_S = 10.0
 
 
 # -- metrics ------------------------------------------------------------------------------
@@ -291,7 +286,8 @@ def _finite(value: Any) -> Any:
 class MonitorServer:
     """Serves `/metrics` and `/status` for a running miner on `host:port`.
 
-    `snapshot` is called once per request, from the request's thread. Use `start()` (or
+    A Starlette application under uvicorn, on a daemon thread with its own event loop;
+    `snapshot` is called once per request, from uvicorn's worker threads. Use `start()` (or
     the server as a context manager) to bind and serve, `stop()` to close.
 
     Example::
@@ -311,8 +307,9 @@ class MonitorServer:
         self._snapshot = snapshot
         self._host = host
         self._port = port
-        self._server: _HTTPServer | None = None
+        self._server: Any = None
         self._thread: threading.Thread | None = None
+        self._sock: socket.socket | None = None
         self._lock = threading.Lock()
 
     @property
@@ -336,41 +333,67 @@ class MonitorServer:
         return self._server is not None
 
     def start(self) -> MonitorServer:
-        """Bind and serve from a daemon thread; return self. Does nothing if already serving.
+        """Bind and serve from a daemon thread; return self once it answers. Does nothing if
+        already serving.
 
         Raises `MinerError` when the address cannot be bound (a port in use, a host that is
-        not local, a port the user may not open).
+        not local, a port the user may not open) or the server does not start.
         """
+        import uvicorn
+
         with self._lock:
             if self._server is not None:
                 return self
-            try:
-                server = _HTTPServer((self._host, self._port), self._snapshot)
-            except OSError as exc:
-                raise _bind_error(self._host, self._port, exc) from exc
-            self._port = int(server.server_address[1])
-            thread = threading.Thread(
-                target=server.serve_forever,
-                kwargs={"poll_interval": POLL_INTERVAL_S},
-                name=f"gonka-monitor-{self._port}",
-                daemon=True,
+            sock = _bind(self._host, self._port)
+            self._port = int(sock.getsockname()[1])
+            config = uvicorn.Config(
+                create_app(self._snapshot),
+                log_config=None,  # the core logs through gonka_cli's loggers only
+                log_level="warning",
+                access_log=False,
+                lifespan="off",
+                timeout_graceful_shutdown=1,
+                timeout_keep_alive=REQUEST_TIMEOUT_S,
             )
+            server = uvicorn.Server(config)
+            failure: list[BaseException] = []
+
+            def serve() -> None:
+                try:
+                    server.run(sockets=[sock])
+                except BaseException as exc:  # reported by start()
+                    failure.append(exc)
+
+            thread = threading.Thread(target=serve, name=f"gonka-monitor-{self._port}", daemon=True)
             thread.start()
-            self._server, self._thread = server, thread
+            limit = time.monotonic() + START_TIMEOUT_S
+            while not server.started:
+                if failure or not thread.is_alive() or time.monotonic() > limit:
+                    server.should_exit = True
+                    thread.join(timeout=5)
+                    sock.close()
+                    why = f"{type(failure[0]).__name__}: {failure[0]}" if failure else "no answer"
+                    raise MinerError(
+                        f"cannot serve monitoring on {_host_port(self._host, self._port)}: "
+                        f"{why}; see the log"
+                    )
+                time.sleep(0.005)
+            self._server, self._thread, self._sock = server, thread, sock
         logger.info("serving monitoring on %s (/metrics, /status)", self.url)
         return self
 
     def stop(self) -> None:
         """Stop serving and free the port. Safe to call more than once, or before start()."""
         with self._lock:
-            server, thread = self._server, self._thread
-            self._server = self._thread = None
+            server, thread, sock = self._server, self._thread, self._sock
+            self._server = self._thread = self._sock = None
         if server is None:
             return
-        server.shutdown()
-        server.server_close()
+        server.should_exit = True
         if thread is not None:
-            thread.join(timeout=5)
+            thread.join(timeout=10)
+        if sock is not None:
+            sock.close()
         logger.debug("stopped monitoring on %s", self.url)
 
     def __enter__(self) -> MonitorServer:
@@ -383,6 +406,70 @@ class MonitorServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def create_app(snapshot: Snapshot) -> Any:
+    """The Starlette application: `GET`/`HEAD` of `/metrics` and `/status`; JSON errors."""
+    from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    def error(status: int, message: str, **headers: str) -> Response:
+        body = json.dumps({"error": message}).encode() + b"\n"
+        return Response(body, status, headers=headers, media_type="application/json")
+
+    def answer(path: str, render: Callable[[Mapping[str, Any]], bytes], media: str) -> Response:
+        try:
+            body = render(snapshot())
+        except Exception:
+            # Whatever the miner's state did, the monitoring answers and lives on.
+            logger.error("cannot answer %s: the miner's snapshot failed", path, exc_info=True)
+            return error(500, "cannot read the miner's state; see the miner's log")
+        return Response(body, 200, headers={"Cache-Control": "no-store"}, media_type=media)
+
+    # Plain functions: Starlette runs them on its thread pool, so a snapshot that waits for
+    # the miner's locks never holds up the event loop.
+    def metrics(_: Request) -> Response:
+        return answer("/metrics", metrics_text, CONTENT_TYPE_LATEST)
+
+    def status(_: Request) -> Response:
+        return answer("/status", _status_json, "application/json")
+
+    async def http_error(_: Request, exc: Exception) -> Response:
+        code = exc.status_code if isinstance(exc, HTTPException) else 500
+        if code == 405:
+            return error(405, "method not allowed; use GET", Allow="GET, HEAD")
+        if code == 404:
+            return error(404, "not found; try /metrics or /status")
+        return error(code, "bad request")
+
+    app = Starlette(
+        routes=[
+            Route("/metrics", metrics, methods=["GET", "HEAD"]),
+            Route("/status", status, methods=["GET", "HEAD"]),
+        ],
+        exception_handlers={HTTPException: http_error},
+    )
+    app.router.redirect_slashes = False  # /metrics/ is not found, not redirected
+    return app
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    # Elsewhere than Windows SO_REUSEADDR only skips TIME_WAIT (a restarted miner gets its
+    # port back at once); on Windows it would let a second server take a port in use.
+    if os.name != "nt":
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise _bind_error(host, port, exc) from None
+    return sock
 
 
 def _host_port(host: str, port: int) -> str:
@@ -400,105 +487,6 @@ def _bind_error(host: str, port: int, exc: OSError) -> MinerError:
     return MinerError(
         f"cannot serve monitoring on {where}: {reason}; check the host and --api-port"
     )
-
-
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    # On Windows SO_REUSEADDR lets a second server bind a port already in use, which would
-    # hide the "address already in use" error; elsewhere it only skips TIME_WAIT.
-    allow_reuse_address = os.name != "nt"
-
-    def __init__(self, address: tuple[str, int], snapshot: Snapshot) -> None:
-        # Must be set before the base class creates the socket.
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self.snapshot = snapshot
-        super().__init__(address, _Handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer's own server_bind resolves the host's FQDN, a DNS lookup that can hang
-        # for seconds on a machine with a broken resolver; the name is never used here.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name = str(host)
-        self.server_port = int(port)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # The base class prints a traceback to stderr; the core logs instead.
-        exc = sys.exc_info()[1]
-        if isinstance(exc, (ConnectionError, TimeoutError)):
-            logger.debug("monitoring client %s went away: %s", client_address, exc)
-        else:
-            logger.error("monitoring request from %s failed", client_address, exc_info=True)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _HTTPServer
-    server_version = "gonka-miner"
-    sys_version = ""
-    timeout = REQUEST_TIMEOUT_S
-
-    def do_GET(self) -> None:
-        self._answer(send_body=True)
-
-    def do_HEAD(self) -> None:
-        # HTTP wants HEAD wherever GET is served: the same headers, no body.
-        self._answer(send_body=False)
-
-    def _not_allowed(self) -> None:
-        self._discard_body()
-        self._send_json(405, {"error": "method not allowed; use GET"}, allow="GET, HEAD")
-
-    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _not_allowed
-
-    def _answer(self, *, send_body: bool) -> None:
-        path = urlsplit(self.path).path
-        if path not in ("/metrics", "/status"):
-            self._send_json(404, {"error": "not found; try /metrics or /status"}, send_body)
-            return
-        try:
-            snapshot = self.server.snapshot()
-            if path == "/metrics":
-                body, content_type = metrics_text(snapshot), CONTENT_TYPE_LATEST
-            else:
-                body, content_type = _status_json(snapshot), "application/json"
-        except Exception:
-            # Whatever the miner's state did, the monitoring thread answers and lives on.
-            logger.error("cannot answer %s: the miner's snapshot failed", path, exc_info=True)
-            error = {"error": "cannot read the miner's state; see the miner's log"}
-            self._send_json(500, error, send_body)
-            return
-        self._send(200, body, content_type, send_body)
-
-    def _send_json(
-        self, status: int, payload: dict[str, str], send_body: bool = True, allow: str = ""
-    ) -> None:
-        body = json.dumps(payload).encode() + b"\n"
-        self._send(status, body, "application/json", send_body, allow)
-
-    def _send(
-        self, status: int, body: bytes, content_type: str, send_body: bool, allow: str = ""
-    ) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        if allow:
-            self.send_header("Allow", allow)
-        self.end_headers()
-        if send_body:
-            self.wfile.write(body)
-
-    def _discard_body(self) -> None:
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = 0
-        if 0 < length <= MAX_DISCARDED_BODY_BYTES:
-            self.rfile.read(length)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        # The base class writes every request to stderr; the core never prints.
-        logger.debug("monitoring %s: " + format, self.address_string(), *args)
 
 
 __all__ = ["DEVICE_STATES", "PHASES", "MonitorServer", "metrics_text"]

@@ -8,11 +8,12 @@ One directory per wallet and network (`MinerState.open_for`), locked by the runn
   latest `(count, root)` of each epoch's artifacts is kept the same way, so a commit that did
   not reach the node is sent again; only the latest one matters, as counts never go down.
   Nonces are reserved here before they are computed, so a restarted miner never computes a
-  nonce twice.
+  nonce twice, and only as many as are handed out, so that a restart leaves no wide gap.
 - `epoch-N.mmr` — the epoch's artifacts (`compute.mmr.MMR`, one durable SQLite file).
 
-Every write is one SQLite transaction with `synchronous=FULL`: kill -9 or a power cut at any
-moment leaves either the old or the new row, never half of one.
+Every write is one SQLite transaction (`storage.transaction`, rolled back on any error) on a
+connection opened with `synchronous=FULL` (`storage.open_sqlite`): kill -9 or a power cut at
+any moment leaves either the old or the new rows, never half of them.
 """
 
 from __future__ import annotations
@@ -22,18 +23,18 @@ import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gonka_cli.errors import MinerError
 from gonka_cli.lockfile import LockFile
+from gonka_cli.storage import open_sqlite, transaction
 
 log = logging.getLogger(__name__)
 
 PENDING, ACKED, REJECTED = "pending", "acked", "rejected"
-#: Nonces reserved per write: a crash skips at most this many (int32 leaves plenty).
-RESERVE_BLOCK = 1 << 16
 #: Epochs of MMR files and finished outbox rows kept behind the current one.
 KEEP_EPOCHS = 2
 
@@ -102,10 +103,11 @@ class MinerState:
             )
         self.path = directory / "miner.sqlite"
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
+            self._db = open_sqlite(self.path, durable=True)
+            with transaction(self._db):
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
         except sqlite3.DatabaseError as exc:
             self._lock.release()
             raise MinerError(
@@ -114,7 +116,6 @@ class MinerState:
             ) from None
         self._mutex = threading.Lock()
         self._nonce_next: dict[int, int] = {}
-        self._nonce_limit: dict[int, int] = {}
 
     @classmethod
     def open_for(cls, data_dir: Path, address: str, network_id: str) -> MinerState:
@@ -127,25 +128,31 @@ class MinerState:
             self._lock.release()
 
     def _write(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Cursor:
-        with self._mutex:
+        with self._mutex, transaction(self._db):
             return self._db.execute(sql, args)
 
     # -- nonces --------------------------------------------------------------------------
 
     def reserve_nonces(self, epoch: int, count: int) -> range:
-        """`count` nonces of `epoch` never handed out before, in this run or an earlier one."""
+        """`count` nonces of `epoch` never handed out before, in this run or an earlier one.
+
+        Each reservation is written before it is handed out, and exactly what is handed out:
+        a restart then skips only the nonces of the chunks that were being computed. Skipping
+        more (reserving ahead) would leave the epoch's nonces too sparse for the network's
+        porosity check (`max_porosity`: the largest nonce over the count) and cost the
+        epoch's weight.
+        """
         with self._mutex:
-            if epoch not in self._nonce_next:
+            first = self._nonce_next.get(epoch)
+            if first is None:
                 row = self._db.execute(
                     "SELECT reserved FROM nonces WHERE epoch = ?", (epoch,)
                 ).fetchone()
-                start = int(row[0]) if row else 0
-                self._nonce_next[epoch] = self._nonce_limit[epoch] = start
-            first = self._nonce_next[epoch]
-            if first + count > self._nonce_limit[epoch]:
-                limit = first + count + RESERVE_BLOCK
-                self._db.execute("INSERT OR REPLACE INTO nonces VALUES (?, ?)", (epoch, limit))
-                self._nonce_limit[epoch] = limit
+                first = int(row[0]) if row else 0
+            with transaction(self._db):
+                self._db.execute(
+                    "INSERT OR REPLACE INTO nonces VALUES (?, ?)", (epoch, first + count)
+                )
             self._nonce_next[epoch] = first + count
             return range(first, first + count)
 
@@ -246,17 +253,29 @@ class MinerState:
     def mmr_path(self, epoch: int) -> Path:
         return self.directory / f"epoch-{epoch}.mmr"
 
-    def prune(self, current_epoch: int) -> None:
-        """Drop the MMRs and finished rows of epochs long over; pending rows always stay."""
+    def prune(self, current_epoch: int, keep: Collection[int] = ()) -> None:
+        """Drop the MMRs and finished rows of epochs long over, except the epochs in `keep`
+        (a verdict still awaited); pending rows always stay."""
         oldest = current_epoch - KEEP_EPOCHS
         for file in self.directory.glob("epoch-*.mmr*"):
             try:
                 epoch = int(file.name.split(".")[0].removeprefix("epoch-"))
             except ValueError:
                 continue
-            if epoch < oldest:
+            if epoch < oldest and epoch not in keep:
                 file.unlink(missing_ok=True)
-        with self._mutex:
+        kept = json.dumps(sorted(int(e) for e in keep))
+        with self._mutex, transaction(self._db):
             self._db.execute("DELETE FROM outbox WHERE epoch < ? AND state != ?", (oldest, PENDING))
-            self._db.execute("DELETE FROM commits WHERE epoch < ?", (oldest,))
+            self._db.execute(
+                "DELETE FROM commits WHERE epoch < ? "
+                "AND epoch NOT IN (SELECT value FROM json_each(?))",
+                (oldest, kept),
+            )
             self._db.execute("DELETE FROM nonces WHERE epoch < ?", (oldest,))
+
+    def acked_epochs(self) -> list[int]:
+        """Epochs with a commit the node acknowledged, in this run or an earlier one."""
+        with self._mutex:
+            rows = self._db.execute("SELECT epoch FROM commits WHERE acked_count > 0").fetchall()
+        return sorted(int(epoch) for (epoch,) in rows)

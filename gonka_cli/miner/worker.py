@@ -34,11 +34,14 @@ _ids = itertools.count(1)
 
 @dataclass
 class Task:
-    """A unit of device work: `payload` is what the worker needs, `item` the node's work item."""
+    """A unit of device work: `payload` is what the worker needs; `item` is the front end's
+    own reference (the devnet's work item), never read by the pool; lower `priority` runs
+    first (`pool.PRIORITY_WORK`, `pool.PRIORITY_POC`)."""
 
     kind: str
     payload: dict[str, Any]
-    item: dict[str, Any] | None = None
+    item: Any = None
+    priority: int = 0
     id: int = field(default_factory=lambda: next(_ids))
 
 
@@ -236,7 +239,14 @@ def run_validation(model: Any, item: dict[str, Any]) -> dict[str, Any]:
     from gonka_cli.compute.inference import replay
 
     result = replay(
-        model, item["prompt_tokens"], item["tokens"], item["top_logprobs"], item["threshold"]
+        model,
+        item["prompt_tokens"],
+        item["tokens"],
+        item["top_logprobs"],
+        item["threshold"],
+        # Processed logprobs depend on the request's sampling (an older node sends none).
+        temperature=item.get("temperature", 1.0),
+        top_p=item.get("top_p", 1.0),
     )
     return {"passed": result.passed, "similarity": result.similarity}
 

@@ -88,14 +88,42 @@ def test_the_live_view_shows_devices_work_and_earnings() -> None:
     assert "paused" in paused and paused.count("N/A") == 3
     assert "rejected 1 (late result ×1)" in text
     assert "weight: estimated 120,000, accepted 98,000" in text
-    assert "balance 1,500.000000 GNK · earned 500.000000 GNK" in text
+    assert "balance 1,500 GNK · earned 500 GNK" in text
 
 
 def test_the_status_line_for_logs() -> None:
     line = mine_cli.status_line(SNAPSHOT)
     assert "epoch 4 generate (12s left) | 4,322 nonces/s | committed 120,000" in line
-    assert "accepted 22 rejected 1 | weight 98,000 | earned 500.000000 GNK" in line
+    assert "accepted 22 rejected 1 | weight 98,000 | earned 500 GNK" in line
     assert line.endswith("node unreachable, retrying")
+
+
+def test_between_generate_phases_the_view_says_when_the_next_begins() -> None:
+    idle = {
+        **SNAPSHOT,
+        "phase": "inference",
+        "phase_time_left_s": 3.2,
+        "next_generate_in_s": 41.6,
+        "devices": [
+            {
+                **SNAPSHOT["devices"][0],
+                "state": "idle",
+                "warning": "cannot read the temperature of gpu:0: --temp-limit 83 °C cannot "
+                "pause it",
+            }
+        ],
+    }
+    console = Console(width=200, record=True, no_color=True)
+    console.print(mine_cli.render_status(idle))
+    text = console.export_text()
+    assert "epoch 4 · inference · 3 s left · next generate phase in 42 s · height 490" in text
+    assert (
+        "warning: cannot read the temperature of gpu:0: --temp-limit 83 °C cannot pause it" in text
+    )
+    line = mine_cli.status_line(idle)
+    assert "epoch 4 inference (3s left) | next generate phase in 42 s | 4,322 nonces/s" in line
+    # In a generate phase there is no such line.
+    assert "next generate" not in mine_cli.status_line({**idle, "phase": "generate"})
 
 
 @pytest.mark.slow

@@ -93,12 +93,12 @@ class MinerProcess:
         for line in self.proc.stderr:
             self.stderr += line
 
-    def of(self, kind: str, **match: Any) -> list[dict[str, Any]]:
+    def of(self, event: str, /, **match: Any) -> list[dict[str, Any]]:
         with self._lock:
             return [
                 e
                 for e in self.events
-                if e["event"] == kind and all(e.get(k) == v for k, v in match.items())
+                if e["event"] == event and all(e.get(k) == v for k, v in match.items())
             ]
 
     def wait_for(self, check: Callable[[], Any], timeout: float = 60.0, what: str = "") -> Any:
@@ -116,10 +116,16 @@ class MinerProcess:
                     f"gonka mine exited ({self.proc.returncode}) before {what}: {self.stderr}"
                 )
             time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what}; stderr: {self.stderr}")
+        with self._lock:
+            last = [(e["event"], e.get("t"), e.get("epoch"), e.get("phase")) for e in self.events]
+            refused = [e for e in self.events if e["event"] == "rejected"]
+        raise AssertionError(
+            f"timed out waiting for {what}; last events: {last[-12:]}; rejected: {refused}; "
+            f"stderr: {self.stderr}"
+        )
 
-    def wait_event(self, kind: str, timeout: float = 60.0, **match: Any) -> dict[str, Any]:
-        found = self.wait_for(lambda: self.of(kind, **match), timeout, f"event {kind} {match}")
+    def wait_event(self, event: str, /, timeout: float = 60.0, **match: Any) -> dict[str, Any]:
+        found = self.wait_for(lambda: self.of(event, **match), timeout, f"event {event} {match}")
         return dict(found[0])
 
     def finish(self, timeout: float = 120.0) -> dict[str, Any]:

@@ -20,35 +20,48 @@ import pytest
 from gonka_cli.compute.artifacts import parse_leaf
 from gonka_cli.compute.mmr import MMR
 from gonka_cli.errors import GonkaError
-from gonka_cli.miner.client import NetworkClient
 from gonka_cli.node.genesis import ChainParams, init_home
+from gonka_cli.protocol import ChatCompletion
+from gonka_cli.workclient import WorkClient
 from tests.conftest import StartNode, node_url
 from tests.miner.helpers import GNK, MinerProcess, make_wallet, mining_network
 from tests.node.helpers import account
 from tests.node.test_durability import NodeProcess, free_port
 
-pytestmark = pytest.mark.slow
+# Whole epochs on a busy machine: a generous deadline, as a safety net only.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
 REQUESTER = account("faults-requester")
 HELLO = [{"role": "user", "content": "hi"}]
 
 
-def long_generate(**changes: Any) -> Any:
+def long_generate(generate_blocks: int = 100, **changes: Any) -> Any:
     return mining_network(
-        epoch_blocks=150, poc_generate_blocks=100, poc_validate_blocks=20, **changes
+        epoch_blocks=generate_blocks + 50,
+        poc_generate_blocks=generate_blocks,
+        poc_validate_blocks=20,
+        **changes,
     )
 
 
-def wait_for_fresh_generate(miner: MinerProcess, min_left_s: float = 6.0) -> int:
-    """The epoch of a generate phase the miner saw start with time to spare; its first commit."""
-    event = miner.wait_for(
-        lambda: [e for e in miner.of("generate_started") if e["seconds_left"] >= min_left_s],
-        timeout=60,
-        what="a generate phase with time left",
-    )[0]
-    epoch = int(event["epoch"])
-    miner.wait_for(
-        lambda: [e for e in miner.of("commit", epoch=epoch) if e["count"] > 0], 30, "a commit"
+def wait_for_fresh_generate(miner: MinerProcess, commits: int = 1) -> int:
+    """The epoch of a generate phase that began after the miner's device was ready (so it
+    computes from the phase's start), as soon as the node has acknowledged `commits` commits
+    of it. A phase that gets none (on a busy machine the miner may restart a worker that slowed
+    down, and lose the phase) is passed over for the next one."""
+    ready = miner.wait_event("device_ready", timeout=120)
+
+    def found() -> tuple[int] | None:
+        for started in miner.of("generate_started"):
+            epoch = int(started["epoch"])
+            acked = [e for e in miner.of("commit", epoch=epoch) if e["count"] > 0]
+            if started["t"] > ready["t"] and len(acked) >= commits:
+                return (epoch,)
+        return None
+
+    # A safety net only: the wait ends on the events.
+    (epoch,) = miner.wait_for(
+        found, 240, f"{commits} commits in a generate phase begun with the device ready"
     )
     return epoch
 
@@ -65,8 +78,8 @@ class Requester:
     """Sends chat requests in the background, as users of the network would."""
 
     def __init__(self, url: str, every_s: float = 0.4) -> None:
-        self.client = NetworkClient(url, REQUESTER.key, timeout_s=30)
-        self.answers: list[dict[str, Any]] = []
+        self.client = WorkClient(url, REQUESTER.key, timeout_s=30)
+        self.answers: list[ChatCompletion] = []
         self.errors: list[str] = []
         self._stop = threading.Event()
         self._every_s = every_s
@@ -100,15 +113,20 @@ def processes() -> Iterator[list[MinerProcess]]:
 def test_kill_9_mid_generate_loses_nothing(
     start_node: StartNode, gonka_home: Path, processes: list[MinerProcess]
 ) -> None:
-    node = start_node(accounts=[(REQUESTER.address, 1_000 * GNK)], network=long_generate())
+    # A generate phase long enough for a restart inside it on a busy machine (25 s), and
+    # inference deadlines longer than a restart takes: a refused result can only be a bug.
+    node = start_node(
+        accounts=[(REQUESTER.address, 1_000 * GNK)],
+        network=long_generate(250, inference_timeout_s=60.0, participant_timeout_s=30.0),
+    )
     url = node_url(node)
     make_wallet(gonka_home)
     requester = Requester(url)
     first = MinerProcess(gonka_home, "--node", url, "--devices", "cpu")
     processes.append(first)
     state_dir = Path(first.wait_event("registered")["state_dir"])
-    epoch = wait_for_fresh_generate(first)
-    time.sleep(1.0)
+    # Mid-phase: once the node has acknowledged two growing counts.
+    epoch = wait_for_fresh_generate(first, commits=2)
     first.kill9()
 
     with MMR(state_dir / f"epoch-{epoch}.mmr") as mmr:
@@ -125,26 +143,32 @@ def test_kill_9_mid_generate_loses_nothing(
     requester.stop()
     second.proc.send_signal(signal.SIGINT)
     second.proc.wait(timeout=60)
+    second._reader.join(timeout=10)
+    summary = second.events[-1]
+    assert summary["event"] == "summary"
+    assert summary["rejected"] == 0, summary["rejections"]
 
     # Every artifact on disk at the kill was committed, and the node weighed them all.
     final = max(e["count"] for e in second.of("commit", epoch=epoch))
     assert final > at_kill
     assert accepted["weight"] == final
-    record = NetworkClient(url).epoch_record(epoch)
-    mine = [r for r in record["poc_results"] if r["status"] == "valid"]
-    assert [r["weight"] for r in mine] == [final]
+    record = WorkClient(url).epoch_record(epoch)
+    mine = [r for r in record.poc_results if r.status == "valid"]
+    assert [r.weight for r in mine] == [final]
     with MMR(state_dir / f"epoch-{epoch}.mmr") as mmr:
         mmr.verify_integrity()
         assert mmr.root_at(at_kill) == root_at_kill  # the restart appended, never rewrote
         nonces = [parse_leaf(mmr.leaf(i))[0] for i in range(mmr.count)]
     assert len(set(nonces)) == len(nonces)
 
-    # Every result queued at the kill was delivered after the restart (or refused, with why).
+    # Every result queued at the kill, and every one since, was delivered and acknowledged:
+    # a refusal is not a delivery. On a slow machine the run can outlast KEEP_EPOCHS, and the
+    # miner then prunes finished rows of old epochs (never pending ones): a row that is gone
+    # was finished, and the summary's `rejected == 0` above says it was not refused.
     after = {item_id: (state, reason) for item_id, state, reason in outbox(state_dir)}
     for item_id, _, _ in queued:
-        state, reason = after[item_id]
-        assert state == "acked" or (state == "rejected" and reason), (item_id, state)
-    assert not [i for i, (s, _) in after.items() if s == "pending"]
+        assert after.get(item_id, ("acked", None))[0] == "acked", (item_id, after[item_id])
+    assert {state for state, _ in after.values()} <= {"acked"}, after
     assert requester.answers, requester.errors
 
 
@@ -159,7 +183,7 @@ def test_the_node_gone_for_20_s_mid_epoch(
         make_wallet(gonka_home)
         miner = MinerProcess(gonka_home, "--node", node.url, "--devices", "cpu")
         processes.append(miner)
-        epoch = wait_for_fresh_generate(miner)
+        epoch = wait_for_fresh_generate(miner, commits=1)
         # At once (a graceful stop lets open long polls finish, and blocks go on meanwhile).
         node.kill9()
         before = max(e["count"] for e in miner.of("commit", epoch=epoch))
@@ -209,8 +233,6 @@ def test_two_miners_share_one_node(
             name,
             "--devices",
             "cpu",
-            "--duration",
-            "32",
             # Two miners share this machine's cores: one torch thread each.
             env={"OMP_NUM_THREADS": "1"},
         )
@@ -224,23 +246,38 @@ def test_two_miners_share_one_node(
         first, second = ({e["epoch"] for e in m.of("poc_accepted")} for m in miners)
         return first & second
 
-    miners[0].wait_for(weighed_together, 60, "both miners accepted in one epoch")
-    client = NetworkClient(url, REQUESTER.key, timeout_s=60)
-    for seed in range(16):
-        client.chat("gonka-tiny", HELLO, max_tokens=6, seed=seed)
-    summaries = [m.finish() for m in miners]
+    # A safety net only: on a busy machine the node's verdicts may lag epochs behind.
+    common = miners[0].wait_for(weighed_together, 240, "both miners accepted in one epoch")
+    # That epoch's artifacts, read at once: the miners keep the MMRs of their last epochs only.
+    epoch = max(common)
     dirs = [Path(m.of("registered")[0]["state_dir"]) for m in miners]
-
-    # Both earned weight in one same epoch, each for its own artifacts.
-    epochs = [{e["epoch"]: e["weight"] for e in m.of("poc_accepted")} for m in miners]
-    common = sorted(set(epochs[0]) & set(epochs[1]))
-    assert common, epochs
-    epoch = common[-1]  # the miners keep the MMRs of their last epochs only
     leaves = []
     for directory in dirs:
-        assert (directory / f"epoch-{epoch}.mmr").exists()
         with MMR(directory / f"epoch-{epoch}.mmr") as mmr:
             leaves.append([parse_leaf(mmr.leaf(i)) for i in range(mmr.count)])
+    client = WorkClient(url, REQUESTER.key, timeout_s=60)
+    for seed in range(16):
+        client.chat("gonka-tiny", HELLO, max_tokens=6, seed=seed)
+    # Answers are replayed by the other miner: wait until a validation is delivered.
+    miners[0].wait_for(
+        lambda: sum(len(m.of("result_accepted", kind="validation")) for m in miners) > 0,
+        120,
+        "a validation",
+    )
+    for m in miners:
+        m.proc.send_signal(signal.SIGTERM)
+    summaries = [m.finish() for m in miners]
+
+    # Both earned weight in one same epoch, each for its own artifacts; what each miner was
+    # told is what the node recorded.
+    epochs = [{e["epoch"]: e["weight"] for e in m.of("poc_accepted")} for m in miners]
+    for m, accepted in zip(miners, epochs, strict=True):
+        address = m.of("registered")[0]["address"]
+        for n, weight in accepted.items():
+            record = client.epoch_record(n)
+            assert [(r.status, r.weight) for r in record.poc_results if r.address == address] == [
+                ("valid", weight)
+            ], record
     for found, weights in zip(leaves, epochs, strict=True):
         nonces = [n for n, _ in found]
         assert len(set(nonces)) == len(nonces)  # no nonce computed twice

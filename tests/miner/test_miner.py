@@ -14,15 +14,11 @@ import pytest
 
 from gonka_cli.bench.devices import inventory
 from gonka_cli.crypto.secp256k1 import PrivateKey
-from gonka_cli.miner.client import NetworkClient
+from gonka_cli.miner.backoff import Backoff
 from gonka_cli.miner.devices import DeviceReading, MiningDevice, Telemetry, select_devices
-from gonka_cli.miner.miner import (
-    COLLAPSE_WINDOW_S,
-    Backoff,
-    DeviceStats,
-    Miner,
-    MinerConfig,
-)
+from gonka_cli.miner.miner import Miner, MinerConfig
+from gonka_cli.miner.stats import COLLAPSE_WINDOW_S, DeviceStats
+from gonka_cli.workclient import WorkClient
 from tests.conftest import StartNode, node_url
 from tests.miner.helpers import mining_network
 from tests.node.test_mining import wait_for
@@ -48,7 +44,7 @@ def test_a_hot_device_pauses_and_resumes(start_node: StartNode, tmp_path: Path) 
     telemetry = SwitchableTemperature()
     key = PrivateKey(secrets.token_bytes(32))
     miner = Miner(
-        NetworkClient(node_url(node), key),
+        WorkClient(node_url(node), key),
         key,
         tmp_path / "data",
         MinerConfig(
@@ -62,8 +58,8 @@ def test_a_hot_device_pauses_and_resumes(start_node: StartNode, tmp_path: Path) 
     thread = threading.Thread(target=miner.run, daemon=True)
     thread.start()
     try:
-        stats = miner.stats["cpu"]
         wait_for(lambda: [e for e in events if e["event"] == "commit"], what="a commit")
+        stats = miner.stats["cpu"]
         assert stats.reading.power_w == 250.0
 
         telemetry.hot.set()
@@ -119,19 +115,6 @@ def test_backoff_grows_with_jitter_to_a_cap_and_resets() -> None:
     assert backoff.next_delay() <= 0.25
 
 
-def test_the_client_fails_over_to_the_next_node(start_node: StartNode) -> None:
-    from gonka_cli.errors import NodeUnreachable
-    from tests.conftest import dead_url
-
-    node = start_node(network=mining_network())
-    dead = dead_url()
-    client = NetworkClient([dead, node_url(node)], PrivateKey(secrets.token_bytes(32)))
-    with pytest.raises(NodeUnreachable, match=f"cannot reach the node at {dead}"):
-        client.epoch()
-    assert client.url == node_url(node)
-    assert client.register(["gonka-tiny"])["address"] == client.address
-
-
 @pytest.mark.slow
 def test_a_device_that_keeps_dying_stops_the_miner(start_node: StartNode, tmp_path: Path) -> None:
     from gonka_cli.errors import MinerError
@@ -140,7 +123,7 @@ def test_a_device_that_keeps_dying_stops_the_miner(start_node: StartNode, tmp_pa
     key = PrivateKey(secrets.token_bytes(32))
     events: list[dict[str, Any]] = []
     miner = Miner(
-        NetworkClient(node_url(node), key),
+        WorkClient(node_url(node), key),
         key,
         tmp_path / "data",
         MinerConfig(devices=tuple(select_devices("cpu", inventory(nvml=None))), max_restarts=1),

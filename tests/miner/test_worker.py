@@ -119,7 +119,8 @@ def test_inference_and_validation_tasks(worker: tuple[DeviceWorker, Recorder]) -
         "id": "x",
         "model": "gonka-tiny",
         "prompt_tokens": [72, 105],
-        "max_tokens": 12,
+        # Long enough that swapped tokens fail: Gonka's comparison dilutes under 100.
+        "max_tokens": 60,
         "temperature": 0.7,
         "top_p": 0.9,
         "seed": 5,
@@ -129,7 +130,7 @@ def test_inference_and_validation_tasks(worker: tuple[DeviceWorker, Recorder]) -
     w.submit(task)
     rec.wait(lambda: task.id in rec.done)
     answer = rec.done[task.id].result
-    local = generate(load_model("gonka-tiny"), [72, 105], 12, temperature=0.7, top_p=0.9, seed=5)
+    local = generate(load_model("gonka-tiny"), [72, 105], 60, temperature=0.7, top_p=0.9, seed=5)
     assert answer["tokens"] == local.to_dict()["tokens"]
     assert all(len(entries) == 5 for entries in answer["top_logprobs"])
 
@@ -140,6 +141,8 @@ def test_inference_and_validation_tasks(worker: tuple[DeviceWorker, Recorder]) -
         "tokens": answer["tokens"],
         "top_logprobs": answer["top_logprobs"],
         "threshold": 0.96,
+        "temperature": 0.7,
+        "top_p": 0.9,
     }
     honest = Task(VALIDATION, check, check)
     altered = {**check, "tokens": [(t + 1) % 256 for t in answer["tokens"]]}
@@ -150,7 +153,13 @@ def test_inference_and_validation_tasks(worker: tuple[DeviceWorker, Recorder]) -
     assert rec.done[honest.id].result["passed"] is True
     assert rec.done[dishonest.id].result["passed"] is False
     expected = replay(
-        load_model("gonka-tiny"), [72, 105], altered["tokens"], answer["top_logprobs"], 0.96
+        load_model("gonka-tiny"),
+        [72, 105],
+        altered["tokens"],
+        answer["top_logprobs"],
+        0.96,
+        temperature=0.7,
+        top_p=0.9,
     )
     assert rec.done[dishonest.id].result["similarity"] == expected.similarity
 

@@ -150,6 +150,15 @@ class InvalidComputeInput(InputError):
     """A nonce, block hash, public key, token or artifact that the compute engine cannot use."""
 
 
+class CheckpointError(InputError):
+    """A model checkpoint that cannot be used: no checkpoint files, corrupt weights, or an
+    architecture the engine does not run."""
+
+
+class ModelDownloadError(GonkaError):
+    """A checkpoint could not be downloaded from the model hub (offline, unknown repo...)."""
+
+
 class InvalidProof(InputError):
     """An MMR proof or a PoC proof answer that is malformed (wrong length, bad index...)."""
 

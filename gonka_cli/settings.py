@@ -52,8 +52,10 @@ ENV_DEBUG = "GONKA_DEBUG"
 ENVIRONMENT: dict[str, str] = {
     ENV_HOME: "put config, keys, data, cache and logs under this one directory",
     ENV_KEYRING_PASSWORD: "password that unlocks keys without a prompt (for services)",
-    ENV_NETWORK: "network profile to use when --network is not given",
-    ENV_NODE: "node REST URL to use when --node is not given",
+    ENV_NETWORK: "network profile to use when --network is not given (default: mainnet, or "
+    "default_network in the config file)",
+    ENV_NODE: "node REST URL to use when --node is not given; alone, it picks the network of "
+    "that node's chain",
     ENV_DEBUG: "set to 1 to show tracebacks on errors",
 }
 
@@ -128,6 +130,11 @@ class NetworkProfile:
     denom: str = "ngonka"
     #: ngonka per unit of gas; the default fee is ceil(gas_limit x gas_price).
     gas_price: Decimal = field(default=Decimal(0))
+    #: How the network was picked, for messages: CHOSEN_DEFAULT, CHOSEN_BY_OPTION (--network),
+    #: CHOSEN_BY_ENV (GONKA_NETWORK) or CHOSEN_BY_NODE (the chain of the node given alone).
+    chosen_by: str = field(default="default", compare=False)
+    #: Whether `rest_urls` is a node the user gave (--node or GONKA_NODE), not the profile's list.
+    node_given: bool = field(default=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -150,6 +157,11 @@ MAINNET_REST = (
 )
 
 DEVNET_PORT = 1317
+
+CHOSEN_DEFAULT = "default"
+CHOSEN_BY_OPTION = "--network"
+CHOSEN_BY_ENV = ENV_NETWORK
+CHOSEN_BY_NODE = "node"
 
 BUILTIN_NETWORKS: dict[str, NetworkProfile] = {
     "mainnet": NetworkProfile(name="mainnet", chain_id="gonka-mainnet", rest_urls=MAINNET_REST),
@@ -263,14 +275,42 @@ def resolve_network(
     config: Config, network: str | None = None, node: str | None = None
 ) -> NetworkProfile:
     """The profile for `--network NAME` (or the default), with `--node URL` replacing its nodes."""
-    name = network or network_from_env() or config.default_network
+    if network:
+        name, chosen_by = network, CHOSEN_BY_OPTION
+    elif network_from_env():
+        name, chosen_by = network_from_env() or "", CHOSEN_BY_ENV
+    else:
+        name, chosen_by = config.default_network, CHOSEN_DEFAULT
     profile = config.networks.get(name)
     if profile is None:
         raise ConfigError(
             f"unknown network {name!r}; known: {', '.join(sorted(config.networks))} "
             f"(add one under [networks.{name}] in the config file)"
         )
+    profile = replace(profile, chosen_by=chosen_by)
     node = node or node_from_env()
     if node:
-        profile = replace(profile, rest_urls=(normalize_url(node),))
+        profile = replace(profile, rest_urls=(normalize_url(node),), node_given=True)
     return profile
+
+
+def network_is_chosen(network: str | None = None) -> bool:
+    """Whether the user named a network (`--network` or `GONKA_NETWORK`), not the default."""
+    return bool(network or network_from_env())
+
+
+def profile_for_chain(config: Config, chain_id: str, url: str) -> NetworkProfile:
+    """The profile of the node at `url`, whose chain is `chain_id`: the known profile with that
+    chain id (served by that node), else one named after the chain id with default fields."""
+    for profile in config.networks.values():
+        if profile.chain_id == chain_id:
+            return replace(
+                profile, rest_urls=(normalize_url(url),), chosen_by=CHOSEN_BY_NODE, node_given=True
+            )
+    return NetworkProfile(
+        name=chain_id,
+        chain_id=chain_id,
+        rest_urls=(normalize_url(url),),
+        chosen_by=CHOSEN_BY_NODE,
+        node_given=True,
+    )

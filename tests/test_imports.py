@@ -67,10 +67,13 @@ COMMANDS = [
         "0",
     ),
     ("wallet", "tx", "A" * 64, "--node", "NODE"),
+    ("wallet", "history", "alice", "--node", "NODE"),
+    ("wallet", "send", "alice", "alice", "1gnk", "--yes", "--node", "NODE"),
     ("wallet", "faucet", "alice", "--node", "NODE"),
     ("wallet", "delete", "alice", "--yes"),
     ("node", "--help"),
     ("node", "status", "--node", "NODE"),
+    ("mine", "--help"),
     ("bench", "--help"),
 ]
 
@@ -86,3 +89,22 @@ def test_command_does_not_import_heavy_modules(args: tuple[str, ...], home: Path
 def test_the_import_log_lists_what_the_command_loaded(home: Path) -> None:
     modules = imported_modules(home, "--version")
     assert "gonka_cli.cli.main" in modules and "typer" in modules
+
+
+@pytest.mark.parametrize(
+    "module", ["gonka_cli.cli.mine", "gonka_cli.cli.wallet", "gonka_cli.cli.node"]
+)
+def test_command_modules_do_not_import_the_root_command(module: str) -> None:
+    """No cycle: the root (`cli.main`) imports the command groups, never the other way round,
+    not even lazily (what they share lives in `cli.output` and `cli.options`)."""
+    source = (Path(__file__).parents[1] / (module.replace(".", "/") + ".py")).read_text()
+    assert "gonka_cli.cli.main" not in source
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", f"import {module}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    loaded = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if "|" in line}
+    assert module in loaded and "gonka_cli.cli.main" not in loaded

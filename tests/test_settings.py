@@ -143,3 +143,49 @@ def test_environment_variables_are_documented() -> None:
         "GONKA_NODE",
         "GONKA_DEBUG",
     }
+
+
+def test_resolve_network_records_how_the_network_was_chosen(
+    gonka_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = settings.load_config()
+    default = settings.resolve_network(config)
+    assert (default.name, default.chosen_by, default.node_given) == ("mainnet", "default", False)
+    named = settings.resolve_network(config, "devnet", "http://127.0.0.1:9/")
+    assert (named.name, named.chosen_by, named.node_given) == ("devnet", "--network", True)
+    assert named.rest_urls == ("http://127.0.0.1:9",)
+    monkeypatch.setenv("GONKA_NETWORK", "devnet")
+    assert settings.resolve_network(config).chosen_by == "GONKA_NETWORK"
+    assert settings.network_is_chosen() and settings.network_is_chosen("mainnet")
+    monkeypatch.delenv("GONKA_NETWORK")
+    assert not settings.network_is_chosen()
+    # How it was chosen does not make two profiles different.
+    assert settings.resolve_network(config, "mainnet") == default
+
+
+def test_profile_for_chain_matches_a_known_chain_id_or_names_a_new_one(gonka_home: Path) -> None:
+    write_config(
+        gonka_home,
+        '[networks.mytestnet]\nchain_id = "gonka-testnet-1"\nrest = ["http://10.0.0.5:1317"]\n'
+        'gas_price = "0.5"\n',
+    )
+    config = settings.load_config()
+
+    devnet = settings.profile_for_chain(config, "gonka-devnet", "http://127.0.0.1:5000/")
+    testnet = settings.profile_for_chain(config, "gonka-testnet-1", "http://10.0.0.6:1317")
+    unknown = settings.profile_for_chain(config, "other-chain", "http://127.0.0.1:5001")
+
+    assert (devnet.name, devnet.chain_id, devnet.rest_urls) == (
+        "devnet",
+        "gonka-devnet",
+        ("http://127.0.0.1:5000",),
+    )
+    assert (testnet.name, testnet.gas_price) == ("mytestnet", Decimal("0.5"))
+    assert testnet.rest_urls == ("http://10.0.0.6:1317",)
+    assert (unknown.name, unknown.chain_id, unknown.prefix, unknown.denom) == (
+        "other-chain",
+        "other-chain",
+        "gonka",
+        "ngonka",
+    )
+    assert all(p.chosen_by == "node" and p.node_given for p in (devnet, testnet, unknown))

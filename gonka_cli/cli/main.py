@@ -16,18 +16,9 @@ import typer
 from typer.core import TyperGroup
 
 from gonka_cli import __version__, settings
-from gonka_cli.cli import bench, mine, node, wallet
-from gonka_cli.cli.output import one_line
-from gonka_cli.errors import GonkaError, InputError
-
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
-
-
-def exit_code_for(error: GonkaError) -> int:
-    return EXIT_USAGE if isinstance(error, InputError) else EXIT_ERROR
+from gonka_cli.cli import bench, mine, models, node, wallet
+from gonka_cli.cli.output import EXIT_ERROR, EXIT_INTERRUPTED, exit_code_for, one_line
+from gonka_cli.errors import GonkaError
 
 
 def _error(message: str) -> None:
@@ -84,6 +75,7 @@ app.command(name="mine")(mine.mine)
 app.add_typer(wallet.app, name="wallet")
 app.add_typer(node.app, name="node")
 app.add_typer(bench.app, name="bench")
+app.add_typer(models.app, name="models")
 
 
 def _version(value: bool) -> None:

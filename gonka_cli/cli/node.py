@@ -9,8 +9,9 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from gonka_cli.cli.options import JsonOpt, NodeOpt, chain_client, network_profile
-from gonka_cli.cli.output import Output
+from gonka_cli.chain.amount import describe
+from gonka_cli.cli.options import JsonOpt, NodeOpt, connect, network_profile
+from gonka_cli.cli.output import EXIT_INTERRUPTED, Output
 from gonka_cli.errors import InputError, NodeResponseError
 
 app = typer.Typer(
@@ -94,7 +95,7 @@ def init(
         c.print(f"Initialised node home {root} (chain {genesis.chain_id})", markup=False)
         c.print(f"faucet: {genesis.faucet_address}", markup=False)
         for address, amount in genesis.balances[1:]:
-            c.print(f"genesis account: {address} {amount} ngonka", markup=False)
+            c.print(f"genesis account: {address} {describe(amount)}", markup=False)
         c.print("Start it with: gonka node start" + (f" --home {root}" if home else ""))
 
     out.result(data, render)
@@ -105,14 +106,24 @@ def start(
     home: HomeOpt = None,
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port (0 picks a free one).")] = 1317,
+    rpc_port: Annotated[
+        int | None,
+        typer.Option(
+            "--rpc-port",
+            help="CometBFT RPC port on the same host (default 26657; with --port 0, a free one).",
+            show_default=False,
+        ),
+    ] = None,
     block_time: BlockTimeOpt = None,
     json_mode: JsonOpt = False,
 ) -> None:
     """Run the node in the foreground until Ctrl-C or SIGTERM (an empty home is initialised).
 
+    Either way the node applies its mempool in a last block; Ctrl-C then exits 130, SIGTERM 0.
     Example: gonka node start --block-time 500ms
     """
     import logging
+    import signal
     import sys
 
     from gonka_cli.node.runner import NodeInfo, serve_forever
@@ -120,6 +131,10 @@ def start(
     out = Output(json_mode)
     if not 0 <= port <= 65535:
         raise InputError(f"invalid --port {port}: use 0-65535")
+    if rpc_port is None:
+        rpc_port = 0 if port == 0 else 26657
+    if not 0 <= rpc_port <= 65535:
+        raise InputError(f"invalid --rpc-port {rpc_port}: use 0-65535")
     seconds = parse_duration(block_time) if block_time else None
     # A running node reports its blocks; the level goes back afterwards (commands can run
     # one after another in one process, as in tests).
@@ -145,18 +160,27 @@ def start(
                 "(docs/protocol.md)",
                 markup=False,
             )
+            if info.rpc_url:
+                c.print(f"CometBFT RPC: {info.rpc_url}", markup=False)
             c.print("Press Ctrl-C to stop.", markup=False)
 
         out.result(info.to_dict(), render)
         sys.stdout.flush()
 
     try:
-        height = serve_forever(
-            _home(home), host=host, port=port, block_time_s=seconds, on_ready=ready
+        stopped = serve_forever(
+            _home(home),
+            host=host,
+            port=port,
+            block_time_s=seconds,
+            on_ready=ready,
+            rpc_port=rpc_port,
         )
     finally:
         node_log.setLevel(previous_level)
-    out.info(f"Node stopped at height {height}.")
+    out.info(f"Node stopped at height {stopped.stopped_height}.")
+    if stopped.stop_signal == signal.SIGINT:
+        raise typer.Exit(EXIT_INTERRUPTED)
 
 
 @app.command()
@@ -167,7 +191,7 @@ def status(node: NodeOpt = None, json_mode: JsonOpt = False) -> None:
     """
     out = Output(json_mode)
     profile = network_profile("devnet" if node is None else None, node)
-    with chain_client(profile) as client:
+    with connect(profile) as client:
         data: dict[str, Any] = {"url": client.url, **client.node_status()}
     height, uptime = data.get("height"), data.get("uptime_s")
     if (
@@ -186,6 +210,7 @@ def status(node: NodeOpt = None, json_mode: JsonOpt = False) -> None:
             Output.fields(
                 [
                     ("node", str(data["url"])),
+                    *([("rpc", str(data["rpc_url"]))] if data.get("rpc_url") else []),
                     ("chain id", str(data.get("chain_id"))),
                     ("height", str(data.get("height"))),
                     ("latest block", str(data.get("latest_block_time"))),
@@ -229,8 +254,12 @@ def load(
 ) -> None:
     """Send signed inference requests to a devnet node, so its miners have work.
 
+    Ctrl-C stops: the totals so far are printed, and the exit code is 130.
     Example: gonka node load --rps 2 --model gonka-tiny --duration 1m
     """
+    import signal
+    import threading
+
     from gonka_cli.node.load import fund_keys, run_load
 
     out = Output(json_mode)
@@ -242,14 +271,16 @@ def load(
         raise InputError("--rps must be between 0 and 1000")
     seconds = parse_duration(duration) if duration else None
     profile = network_profile("devnet" if node is None else None, node)
-    with chain_client(profile) as client:
+    with connect(profile) as client:
         url = client.url
         with out.status(f"Funding {keys} keys from the faucet of {url}"):
             funded = fund_keys(client, keys)
-    out.info(
-        f"Sending {rps:g} requests/s for {model} to {url}"
-        + (f" for {seconds:g} s" if seconds else "; Ctrl-C stops")
-    )
+    # run_load ends quietly on Ctrl-C (KeyboardInterrupt): note it, to exit 130 after the totals.
+    interrupted: list[int] = []
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        interrupted.append(signum)
+        signal.default_int_handler(signum, frame)
 
     def tick(stats: Any) -> None:
         d = stats.to_dict()
@@ -258,9 +289,25 @@ def load(
             + (f" (last: {d['last_error']})" if d["failed"] else "")
         )
 
-    stats = run_load(
-        url, funded, rps=rps, model=model, duration_s=seconds, max_tokens=max_tokens, on_tick=tick
-    )
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_sigint) if in_main else None
+    try:
+        out.info(
+            f"Sending {rps:g} requests/s for {model} to {url}"
+            + (f" for {seconds:g} s" if seconds else "; Ctrl-C stops")
+        )
+        stats = run_load(
+            url,
+            funded,
+            rps=rps,
+            model=model,
+            duration_s=seconds,
+            max_tokens=max_tokens,
+            on_tick=tick,
+        )
+    finally:
+        if in_main:
+            signal.signal(signal.SIGINT, previous)
     data = {"url": url, "model": model, "rps": rps, **stats.to_dict()}
 
     def render(c: Console) -> None:
@@ -275,3 +322,5 @@ def load(
             c.print(f"failed: {data['errors']}; last: {data['last_error']}", markup=False)
 
     out.result(data, render)
+    if interrupted:
+        raise typer.Exit(EXIT_INTERRUPTED)

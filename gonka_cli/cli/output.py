@@ -12,16 +12,32 @@ import json
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.text import Text
 
 from gonka_cli import settings
-from gonka_cli.errors import Cancelled, GonkaError, InputError, PasswordRequired
+from gonka_cli.errors import Cancelled, GonkaError, InputError, PasswordRequired, WrongPassword
+
+if TYPE_CHECKING:
+    from gonka_cli.wallet.keystore import Keystore, Secret
 
 MIN_PASSWORD_CHARS = 8
+#: How many times a prompt asks for a password before the command gives up.
+PASSWORD_TRIES = 3
+
+# Exit codes (README "Exit codes"): every command ends with one of these.
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def exit_code_for(error: GonkaError) -> int:
+    """1 for an error, 2 for a bad value or usage (an `InputError`)."""
+    return EXIT_USAGE if isinstance(error, InputError) else EXIT_ERROR
 
 
 def stdin_is_terminal() -> bool:
@@ -29,6 +45,54 @@ def stdin_is_terminal() -> bool:
         return sys.stdin.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+def _terminal_fd() -> int | None:
+    """stdin's descriptor when it is a terminal whose settings can be changed, else None."""
+    if not stdin_is_terminal():
+        return None
+    try:
+        import termios  # POSIX only
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    try:
+        fd = sys.stdin.fileno()
+        termios.tcgetattr(fd)
+    except (termios.error, OSError, ValueError):
+        return None
+    return fd
+
+
+@contextlib.contextmanager
+def keys_not_echoed() -> Iterator[None]:
+    """Keys typed while this runs are not echoed (they wait, unread, until discarded).
+
+    The terminal's settings come back on every way out, Ctrl-C included.
+    """
+    fd = _terminal_fd()
+    if fd is None:
+        yield
+        return
+    import termios
+
+    saved = termios.tcgetattr(fd)
+    quiet = list(saved)
+    quiet[3] = quiet[3] & ~termios.ECHO  # lflag; ISIG stays, so Ctrl-C still interrupts
+    termios.tcsetattr(fd, termios.TCSANOW, quiet)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(termios.error):  # the terminal may be gone (hang-up)
+            termios.tcsetattr(fd, termios.TCSANOW, saved)
+
+
+def discard_typed_ahead() -> None:
+    """Drop what was typed before a question was shown, so it cannot answer the question."""
+    fd = _terminal_fd()
+    if fd is not None:
+        import termios
+
+        termios.tcflush(fd, termios.TCIFLUSH)
 
 
 class Output:
@@ -63,7 +127,7 @@ class Output:
         if self.json_mode:
             yield
         elif self.err.is_terminal:
-            with self.err.status(text):
+            with keys_not_echoed(), self.err.status(text):
                 yield
         else:
             self.err.print(text, markup=False)
@@ -83,18 +147,31 @@ class Output:
         if yes:
             return
         self.can_confirm(yes, question.rstrip("?"))
+        discard_typed_ahead()
         if not typer.confirm(question, default=False, err=True):
             raise Cancelled(refused)
 
-    def prompt_secret(self, label: str, *, confirm: bool = False) -> str:
+    def prompt_secret(self, label: str, *, confirm: bool = False, min_chars: int = 0) -> str:
+        """A hidden entry; with `confirm`, typed twice. A mismatch (or an entry shorter than
+        `min_chars`) asks again, `PASSWORD_TRIES` times in all."""
         if not stdin_is_terminal():
             raise PasswordRequired(f"{label}: no terminal to ask on")
-        first: str = typer.prompt(label, hide_input=True, err=True)
-        if confirm:
-            second: str = typer.prompt("Repeat to confirm", hide_input=True, err=True)
-            if first != second:
-                raise InputError("the two entries do not match; nothing was changed")
-        return first
+        for tries_left in range(PASSWORD_TRIES - 1, -1, -1):
+            discard_typed_ahead()
+            first: str = typer.prompt(label, hide_input=True, err=True)
+            problem = None
+            if len(first) < min_chars:
+                problem = f"password too short: use at least {min_chars} characters"
+            elif confirm:
+                second: str = typer.prompt("Repeat to confirm", hide_input=True, err=True)
+                if first != second:
+                    problem = "the two entries do not match"
+            if problem is None:
+                return first
+            if not tries_left:
+                raise InputError(f"{problem}; nothing was changed")
+            self.err.print(f"{problem[0].upper()}{problem[1:]}; try again.", markup=False)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def password(self, password_file: Path | None, *, key_name: str, new: bool = False) -> str:
         """The keystore password: --password-file, then GONKA_KEYRING_PASSWORD, then a prompt."""
@@ -106,7 +183,9 @@ class Output:
             label = (
                 f"New password for key {key_name!r}" if new else f"Password for key {key_name!r}"
             )
-            password = self.prompt_secret(label, confirm=new)
+            password = self.prompt_secret(
+                label, confirm=new, min_chars=MIN_PASSWORD_CHARS if new else 0
+            )
         else:
             raise PasswordRequired(
                 f"a password is needed for key {key_name!r} and there is no terminal to ask on; "
@@ -117,6 +196,24 @@ class Output:
         if not password:
             raise InputError("the password is empty")
         return password
+
+    def password_is_asked(self, password_file: Path | None) -> bool:
+        """Whether `password()` will prompt (so that a wrong one can be asked again)."""
+        return password_file is None and settings.keyring_password() is None and stdin_is_terminal()
+
+    def unlock(self, store: Keystore, name: str, password_file: Path | None) -> Secret:
+        """Unlock a key. At a prompt, a wrong password asks again, `PASSWORD_TRIES` in all;
+        a password from a file or the environment is tried once."""
+        for tries_left in range(PASSWORD_TRIES - 1, -1, -1):
+            asked = self.password_is_asked(password_file)
+            password = self.password(password_file, key_name=name)
+            try:
+                return store.unlock(name, password)
+            except WrongPassword as exc:
+                if not asked or not tries_left:
+                    raise
+                self.err.print(f"{one_line(exc)}; try again.", markup=False)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # -- rendering helpers ---------------------------------------------------------------
 

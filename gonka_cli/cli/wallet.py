@@ -14,12 +14,14 @@ from rich.table import Table
 
 from gonka_cli.chain.amount import describe, format_gnk, parse_amount
 from gonka_cli.cli.options import (
+    FaucetNetworkOpt,
     JsonOpt,
     NetworkOpt,
     NodeOpt,
     PasswordFileOpt,
     YesOpt,
-    chain_client,
+    chain_profile,
+    connect,
     keystore,
     network_profile,
 )
@@ -28,6 +30,7 @@ from gonka_cli.crypto import GONKA_COIN_TYPE
 from gonka_cli.errors import (
     ChainError,
     InputError,
+    InvalidAddress,
     InvalidKeyName,
     KeyNotFound,
     KeystoreCorrupt,
@@ -248,7 +251,7 @@ def export(
         yes=yes,
         refused="nothing was shown",
     )
-    secret = store.unlock(name, out.password(password_file, key_name=name))
+    secret = out.unlock(store, name, password_file)
     data: dict[str, Any] = {"name": name, "address": info.address}
     if as_hex:
         data["private_key_hex"] = secret.private_key.to_hex()
@@ -305,9 +308,9 @@ def balance(
     Example: gonka wallet balance alice --network devnet
     """
     out = Output(json_mode)
-    profile = network_profile(network, node)
-    address, _ = _resolve_address(target, profile)
-    with chain_client(profile) as client, out.status(f"Asking {client.url}..."):
+    address, _ = _resolve_address(target, network_profile(network, node))
+    profile = chain_profile(network, node)
+    with connect(profile) as client, out.status(f"Asking {client.url}..."):
         bal = client.balance(address, profile.denom)
     data = {
         "address": address,
@@ -337,7 +340,7 @@ def faucet(
         str | None,
         typer.Option("--amount", help="How much, e.g. 1000gnk (default: the faucet's amount)."),
     ] = None,
-    network: NetworkOpt = None,
+    network: FaucetNetworkOpt = None,
     node: NodeOpt = None,
     wait: Annotated[bool, typer.Option(help="Wait until the transfer is in a block.")] = True,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the block.")] = 60.0,
@@ -355,7 +358,8 @@ def faucet(
         )
     address, _ = _resolve_address(target, profile)
     amount_ngonka = parse_amount(amount) if amount else None
-    with chain_client(profile) as client:
+    profile = chain_profile(network, node, default="devnet")
+    with connect(profile) as client:
         info = client.node_info()
         if info.chain_id == "gonka-mainnet":
             raise InputError(f"{client.url} is a gonka-mainnet node: it has no faucet")
@@ -392,7 +396,9 @@ def send(
     sender: Annotated[
         str, typer.Argument(metavar="FROM", help="Key name (or its address) to send from.")
     ],
-    recipient: Annotated[str, typer.Argument(metavar="TO", help="Recipient address (gonka1...).")],
+    recipient: Annotated[
+        str, typer.Argument(metavar="TO", help="Recipient: an address (gonka1...) or a key name.")
+    ],
     amount: Annotated[str, typer.Argument(help="Amount, e.g. 1.5gnk or 1500000000ngonka.")],
     memo: Annotated[str, typer.Option("--memo", help="Memo (at most 256 bytes).")] = "",
     fee: Annotated[
@@ -439,7 +445,7 @@ def send(
 ) -> None:
     """Send GNK: check the chain, estimate gas, confirm, sign, broadcast, wait for the block.
 
-    Example: gonka wallet send alice gonka1... 1.5gnk --memo "thanks"
+    Example: gonka wallet send alice gonka1... 1.5gnk --memo "thanks" (or TO a key name: bob)
     """
     from gonka_cli.wallet import transfer
 
@@ -449,7 +455,7 @@ def send(
     amount_ngonka = parse_amount(amount)
     fee_ngonka = parse_amount(fee, what="fee", allow_zero=True) if fee is not None else None
     gas_limit = _parse_gas(gas)
-    to_address = normalize_address(recipient, profile.prefix)
+    to_address = _resolve_recipient(recipient, profile)
     out.can_confirm(yes, "send")
     offline_values = {"--chain-id": chain_id, "--account-number": account_number,
                       "--sequence": sequence}  # fmt: skip
@@ -457,7 +463,8 @@ def send(
     if not offline:
         if any(v is not None for v in offline_values.values()):
             raise InputError("--chain-id, --account-number and --sequence go with --offline")
-        with chain_client(profile) as client:
+        profile = chain_profile(network, node)
+        with connect(profile) as client:
             with out.status(f"Checking {client.url} and the account..."):
                 plan = transfer.plan_send(
                     client, profile, key, to_address, amount_ngonka,
@@ -517,7 +524,7 @@ def _approve(
     if not (out.json_mode and yes):
         _print_plan(out.err, plan)
     out.confirm(question, yes=yes, refused="cancelled; nothing was signed or sent")
-    return keystore().unlock(key.name, out.password(password_file, key_name=key.name)).private_key
+    return out.unlock(keystore(), key.name, password_file).private_key
 
 
 @app.command()
@@ -541,10 +548,11 @@ def broadcast(
     from gonka_cli.wallet import transfer
 
     out = Output(json_mode)
-    profile = network_profile(network, node)
+    network_profile(network, node)  # a bad --network or --node fails before stdin is read
     text = sys.stdin.read() if tx_bytes == "-" else tx_bytes
     decoded = transfer.decode_tx_bytes(text)
-    with chain_client(profile) as client:
+    profile = chain_profile(network, node)
+    with connect(profile) as client:
         with out.status("Broadcasting..."):
             txhash = transfer.broadcast_signed(client, profile, decoded)
         out.info(f"Transaction {txhash} accepted by the node.")
@@ -573,8 +581,8 @@ def tx(
     out = Output(json_mode)
     if not _HASH.match(txhash.strip()):
         raise InputError(f"invalid transaction hash {txhash!r}: expected 64 hex characters")
-    profile = network_profile(network, node)
-    with chain_client(profile) as client, out.status(f"Asking {client.url}..."):
+    profile = chain_profile(network, node)
+    with connect(profile) as client, out.status(f"Asking {client.url}..."):
         result = client.require_tx(txhash.strip().upper())
     data = result.to_dict()
 
@@ -615,9 +623,9 @@ def history(
     from gonka_cli.wallet import transfer
 
     out = Output(json_mode)
-    profile = network_profile(network, node)
-    address, _ = _resolve_address(target, profile)
-    with chain_client(profile) as client, out.status(f"Asking {client.url}..."):
+    address, _ = _resolve_address(target, network_profile(network, node))
+    profile = chain_profile(network, node)
+    with connect(profile) as client, out.status(f"Asking {client.url}..."):
         entries = transfer.history(client, address, limit=limit)
     data = {
         "address": address,
@@ -630,21 +638,25 @@ def history(
             c.print(f"No transfers found for {address}.", markup=False)
             return
         # One line per transfer, so a narrow terminal wraps lines instead of hiding columns.
-        amounts = [
-            ("-" if e.direction == "out" else "+" if e.direction == "in" else " ")
-            + format_gnk(e.amount_ngonka)
+        header = ["height", "time", "amount", "direction", "counterparty", "transaction"]
+        rows = [
+            [
+                str(e.height),
+                e.timestamp or "-",
+                {"out": "-", "in": "+", "self": " "}[e.direction] + describe(e.amount_ngonka),
+                {"out": "to", "in": "from", "self": "self"}[e.direction],
+                e.counterparty,
+                e.txhash + ("" if e.ok else "  FAILED"),
+            ]
             for e in entries
         ]
-        width = max(len(a) for a in amounts)
-        height_width = max(len(str(e.height)) for e in entries)
-        for e, amount_text in zip(entries, amounts, strict=True):
-            way = {"out": "to  ", "in": "from", "self": "self"}[e.direction]
-            status = "" if e.ok else "  FAILED"
-            c.print(
-                f"{e.height:>{height_width}}  {e.timestamp or '-':<20}  "
-                f"{amount_text:>{width}} GNK  {way} {e.counterparty}  {e.txhash}{status}",
-                markup=False,
-            )
+        widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
+        for row in [header, *rows]:
+            cells = [
+                cell.rjust(width) if i in (0, 2) else cell.ljust(width)
+                for i, (cell, width) in enumerate(zip(row, widths, strict=False))
+            ]
+            c.print("  ".join([*cells, row[-1]]), markup=False)
 
     out.result(data, render)
 
@@ -728,6 +740,25 @@ def _resolve_address(target: str, profile: NetworkProfile) -> tuple[str, str | N
             normalize_address(text, profile.prefix)
         raise
     return info.address, info.name
+
+
+def _resolve_recipient(target: str, profile: NetworkProfile) -> str:
+    """TO of `send`: an address, or the name of a key in the keystore (its address)."""
+    text = target.strip()
+    if text.lower().startswith(profile.prefix + "1"):
+        return normalize_address(text, profile.prefix)
+    store = keystore()
+    try:
+        if store.exists(text):
+            return store.get(text).address
+    except InvalidKeyName:
+        pass
+    if "1" in text and len(text) >= 20:  # an address of another chain, most likely
+        normalize_address(text, profile.prefix)
+    raise InvalidAddress(
+        f"invalid recipient {target!r}: neither an address ({profile.prefix}1...) nor the name "
+        "of a key in the keystore (`gonka wallet list` shows them)"
+    )
 
 
 def _resolve_key(target: str, profile: NetworkProfile) -> KeyInfo:

@@ -273,6 +273,15 @@ def broadcast_signed(client: ChainClient, profile: NetworkProfile, decoded: txli
         raise InputError("the transaction must have exactly one secp256k1 signer and signature")
     signer = addr.address_from_pubkey(decoded.signers[0].pubkey.to_bytes(), profile.prefix)
     account = client.account(signer)
+    mode = decoded.signers[0].mode
+    if mode not in txlib.SUPPORTED_SIGN_MODES:
+        raise TxError(
+            f"the transaction is signed in {txlib.sign_mode_name(mode)}, which the chain does "
+            "not verify (it takes SIGN_MODE_DIRECT and SIGN_MODE_LEGACY_AMINO_JSON); nothing "
+            "was sent",
+            codespace="sdk",
+            code=codes.UNAUTHORIZED.code,
+        )
     if not decoded.verify(profile.chain_id, account.account_number):
         raise TxError(
             f"the signature does not verify for chain {profile.chain_id!r} and account number "

@@ -6,16 +6,29 @@ import json
 import os
 import re
 import signal
+import socket
 import sys
+import termios
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pexpect
 import pytest
+import requests
 
 from gonka_cli.node.runner import Node
-from tests.conftest import MNEMONIC, PASSWORD, StartNode, use_devnet
+from tests.conftest import (
+    MNEMONIC,
+    PASSWORD,
+    StartNode,
+    dead_url,
+    node_ledger,
+    node_url,
+    use_devnet,
+)
 
 BOB = "gonka1f85frkfw89cgpva0vgpyuldjgu6uhyd86zuv9p"
 
@@ -73,16 +86,43 @@ def test_create_prompts_twice_shows_the_mnemonic_and_export_gives_it_back(gonka_
     assert PASSWORD not in rest
 
 
-def test_mismatched_passwords_save_nothing(gonka_home: Path) -> None:
+def test_mismatched_passwords_ask_again_three_times_then_save_nothing(gonka_home: Path) -> None:
     child = spawn(gonka_home, "wallet", "create", "alice")
-    child.expect("New password")
+    for attempt in range(3):
+        child.expect("New password for key 'alice'")
+        child.sendline(PASSWORD)
+        child.expect("Repeat to confirm")
+        child.sendline(PASSWORD + "x")
+        if attempt < 2:
+            child.expect("The two entries do not match; try again.")
+    code, rest = finish(child)
+    assert code == 2
+    assert "try again" not in rest
+    assert rest.strip().splitlines()[-1] == (
+        "Error: the two entries do not match; nothing was changed"
+    )
+    assert not (gonka_home / "keys" / "alice.json").exists()
+
+
+def test_a_mismatch_or_a_short_password_asks_again(gonka_home: Path) -> None:
+    child = spawn(gonka_home, "wallet", "create", "alice", "--words", "12")
+    child.expect("New password for key 'alice'")
+    child.sendline("short")
+    child.expect("Password too short: use at least 8 characters; try again.")
+    child.expect("New password for key 'alice'")
     child.sendline(PASSWORD)
     child.expect("Repeat to confirm")
     child.sendline(PASSWORD + "x")
+    child.expect("The two entries do not match; try again.")
+    child.expect("New password for key 'alice'")
+    child.sendline(PASSWORD)
+    child.expect("Repeat to confirm")
+    child.sendline(PASSWORD)
+    child.expect(r"Have you written down the mnemonic\? \[y/N\]")
+    child.sendline("y")
     code, rest = finish(child)
-    assert code == 2
-    assert "do not match" in rest
-    assert not (gonka_home / "keys" / "alice.json").exists()
+    assert code == 0, rest
+    assert "Created key 'alice'" in rest
 
 
 def test_answering_no_to_written_down_saves_nothing(gonka_home: Path) -> None:
@@ -124,16 +164,37 @@ def test_import_reads_the_mnemonic_without_echoing_it(gonka_home: Path) -> None:
     assert "Imported key 'alice'" in rest
 
 
-def test_wrong_password_at_the_prompt(gonka_home: Path) -> None:
+def test_a_wrong_password_at_the_prompt_asks_again_three_times(gonka_home: Path) -> None:
     create_interactively(gonka_home)
     child = spawn(gonka_home, "wallet", "export", "alice", "--hex")
     child.expect(r"\[y/N\]")
     child.sendline("y")
+    for _ in range(2):
+        child.expect("Password for key 'alice'")
+        child.sendline("wrong password")
+        child.expect(
+            re.escape("wrong password for key 'alice' (or the key file is damaged); try again.")
+        )
     child.expect("Password for key 'alice'")
     child.sendline("wrong password")
     code, rest = finish(child)
     assert code == 1
-    assert "wrong password for key 'alice'" in rest
+    assert rest.strip().splitlines()[-1] == (
+        "Error: wrong password for key 'alice' (or the key file is damaged)"
+    )
+
+
+def test_a_typo_in_the_password_is_forgiven(gonka_home: Path) -> None:
+    create_interactively(gonka_home)
+    child = spawn(gonka_home, "wallet", "export", "alice", "--hex", "--yes")
+    child.expect("Password for key 'alice'")
+    child.sendline(PASSWORD + "x")
+    child.expect("try again")
+    child.expect("Password for key 'alice'")
+    child.sendline(PASSWORD)
+    code, rest = finish(child)
+    assert code == 0, rest
+    assert re.search(r"^[0-9a-f]{64}\r?$", rest, re.MULTILINE)
 
 
 def test_delete_asks_and_no_keeps_the_key(gonka_home: Path) -> None:
@@ -170,7 +231,7 @@ def test_send_shows_the_transfer_and_sends_only_after_yes(
 
     child = spawn(gonka_home, "wallet", "send", "alice", BOB, "2gnk")
     child.expect(r"Sign and send\? \[y/N\]")
-    assert "2.000000000 GNK" in child.before and BOB in child.before
+    assert "2 GNK" in child.before and BOB in child.before
     child.sendline("n")
     code, rest = finish(child)
     assert code == 1 and "nothing was signed or sent" in rest
@@ -215,3 +276,157 @@ def test_ctrl_c_while_waiting_for_the_block_names_the_sent_transaction(
     assert again.ledger is not None
     landed = again.ledger.tx(txhash)
     assert landed is not None and landed.code == 0
+
+
+class HoldingProxy(ThreadingHTTPServer):
+    """Forwards requests to a real node, holding those whose path starts with `hold` until
+    `release` is set (`held` is set when one arrives): a command's spinner stays up meanwhile."""
+
+    daemon_threads = True
+
+    def __init__(self, target: str, hold: str) -> None:
+        super().__init__(("127.0.0.1", 0), _ProxyHandler)
+        self.target, self.hold = target, hold
+        self.held, self.release = threading.Event(), threading.Event()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    server: HoldingProxy
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def _forward(self) -> None:
+        if self.path.startswith(self.server.hold):
+            self.server.held.set()
+            self.server.release.wait(60)
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        answer = requests.request(
+            self.command, self.server.target + self.path, data=body or None, timeout=30
+        )
+        self.send_response(answer.status_code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer.content)))
+        self.end_headers()
+        self.wfile.write(answer.content)
+
+    do_GET = do_POST = _forward
+
+
+def test_keys_typed_during_a_spinner_are_not_echoed_and_do_not_answer_the_next_question(
+    gonka_home: Path, start_node: StartNode
+) -> None:
+    alice, node = funded_alice(gonka_home, start_node)
+    proxy = HoldingProxy(node_url(node), hold="/cosmos/auth/v1beta1/account_info")
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        use_devnet(gonka_home, proxy.url)
+        child = spawn(gonka_home, "wallet", "send", "alice", BOB, "2gnk")
+        assert proxy.held.wait(30), "the command never asked for the account"
+        # The spinner runs: the terminal does not echo, whatever is typed.
+        assert not termios.tcgetattr(child.child_fd)[3] & termios.ECHO
+        # Typed ahead: neither shown, nor taken as the answer to "Sign and send?".
+        child.send("zq-typed-ahead\ry\r")
+        proxy.release.set()
+        child.expect(r"Sign and send\? \[y/N\]: ")
+        shown = child.before
+        assert termios.tcgetattr(child.child_fd)[3] & termios.ECHO  # back for the question
+        child.sendline("n")
+        code, rest = finish(child)
+    finally:
+        proxy.release.set()
+        proxy.shutdown()
+        proxy.server_close()
+    assert "zq-typed-ahead" not in shown + rest
+    assert code == 1, rest
+    assert rest.strip().splitlines()[-1] == "Error: cancelled; nothing was signed or sent"
+    status = node_ledger(node).status()
+    assert (status.txs, status.mempool_txs) == (0, 0)
+    assert node_ledger(node).account(alice) is not None
+
+
+def test_ctrl_c_during_a_spinner_gives_the_terminal_its_echo_back(
+    gonka_home: Path, start_node: StartNode
+) -> None:
+    _, node = funded_alice(gonka_home, start_node)
+    proxy = HoldingProxy(node_url(node), hold="/cosmos/bank/v1beta1")
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        use_devnet(gonka_home, proxy.url)
+        child = spawn(gonka_home, "wallet", "balance", "alice")
+        assert proxy.held.wait(30), "the command never asked for the balance"
+        assert not termios.tcgetattr(child.child_fd)[3] & termios.ECHO
+        child.kill(signal.SIGINT)
+        child.expect("Interrupted")
+        # The process restored the terminal on its way out (checked before it is gone).
+        echo_back = bool(termios.tcgetattr(child.child_fd)[3] & termios.ECHO)
+        code, _ = finish(child)
+    finally:
+        proxy.release.set()
+        proxy.shutdown()
+        proxy.server_close()
+    assert code == 130
+    assert echo_back
+
+
+# --- gonka mine: the password before the node, and typos forgiven ----------------------------
+
+
+def _port_is_free(url: str) -> bool:
+    port = int(url.rsplit(":", 1)[1])
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_mine_devnet_asks_for_the_new_password_before_starting_the_node(
+    gonka_home: Path,
+) -> None:
+    url = dead_url()
+    gonka_home.mkdir(parents=True, exist_ok=True)
+    (gonka_home / "config.toml").write_text(f'[networks.devnet]\nrest = ["{url}"]\n')
+    child = spawn(gonka_home, "mine", "--devnet", "--devices", "cpu")
+    child.timeout = 120
+    child.expect("New password for key 'miner'")
+    assert _port_is_free(url), "the node started before the password was asked"
+    child.sendline(PASSWORD)
+    child.expect("Repeat to confirm")
+    child.sendline(PASSWORD + "x")  # a typo in the confirmation: asked again, not the end
+    child.expect("The two entries do not match; try again.")
+    child.expect("New password for key 'miner'")
+    assert _port_is_free(url)
+    child.sendline(PASSWORD)
+    child.expect("Repeat to confirm")
+    child.sendline(PASSWORD)
+    child.expect(f"Started the devnet node at {url}")
+    child.expect(r"Created wallet 'miner' \(gonka1[0-9a-z]+\) and funded it with 1,000 GNK")
+    child.kill(signal.SIGINT)
+    code, rest = finish(child)
+    assert code == 130, rest
+    assert (gonka_home / "keys" / "miner.json").exists()
+    assert _port_is_free(url), "the node did not stop with the miner"
+
+
+def test_mine_forgives_a_wrong_password_before_joining_the_devnet(
+    gonka_home: Path, start_node: StartNode
+) -> None:
+    create_interactively(gonka_home, "miner")
+    node = start_node()
+    use_devnet(gonka_home, node_url(node))
+    child = spawn(gonka_home, "mine", "--devnet", "--devices", "cpu")
+    child.timeout = 120
+    child.expect("Password for key 'miner'")
+    child.sendline("a typo")
+    child.expect(
+        re.escape("wrong password for key 'miner' (or the key file is damaged); try again.")
+    )
+    assert "altered" not in child.before
+    child.expect("Password for key 'miner'")
+    child.sendline(PASSWORD)
+    child.expect(f"Joined the devnet node at {node_url(node)}")
+    child.kill(signal.SIGINT)
+    code, rest = finish(child)
+    assert code == 130, rest

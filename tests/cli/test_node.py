@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -12,10 +17,11 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from gonka_cli import settings
+from gonka_cli.chain.client import ChainClient
 from gonka_cli.cli.main import app
 from gonka_cli.cli.node import parse_duration
-from gonka_cli.errors import InputError
-from gonka_cli.node.genesis import NodeHome
+from gonka_cli.errors import InputError, NodeUnreachable
+from gonka_cli.node.genesis import ChainParams, NodeHome, init_home
 from gonka_cli.node.runner import Node
 from tests.conftest import PASSWORD, StartNode, dead_url, use_devnet
 
@@ -70,6 +76,12 @@ def test_init_writes_the_genesis(tmp_path: Path) -> None:
     genesis = NodeHome(home).load_genesis()
     assert genesis.chain_id == "my-devnet"
     assert dict(genesis.balances)[CAROL] == 1000 * GNK
+
+    text = gonka(
+        "node", "init", "--home", str(tmp_path / "m"), "--genesis-account", f"{CAROL}=1000.5gnk"
+    )
+    assert text.exit_code == 0, text.stderr
+    assert f"genesis account: {CAROL} 1,000.5 GNK\n" in text.stdout
 
     again = gonka("node", "init", "--home", str(home))
     assert error_line(again, 1) == (
@@ -183,6 +195,20 @@ def test_status_when_no_node_runs() -> None:
     )
 
 
+def test_status_of_the_devnet_when_its_node_is_down_says_how_to_start_it(
+    gonka_home: Path,
+) -> None:
+    url = dead_url()
+    use_devnet(gonka_home, url)
+
+    for command in (["node", "status"], ["wallet", "faucet", CAROL, "--json"]):
+        line = error_line(gonka(*command), 1)
+        assert line == (
+            f"Error: no node answered: tried {url} (connection refused); is the devnet node "
+            "running? start it with `gonka node start`"
+        ), command
+
+
 def test_faucet_funds_a_key_and_waits_for_the_block(local_node: Node) -> None:
     assert gonka("wallet", "create", "alice", "--yes").exit_code == 0
     data = ok_json(gonka("wallet", "faucet", "alice", "--amount", "12.5gnk", "--json"))
@@ -196,8 +222,8 @@ def test_faucet_funds_a_key_and_waits_for_the_block(local_node: Node) -> None:
 
     text = gonka("wallet", "faucet", alice)
     assert text.exit_code == 0, text.stderr
-    assert text.stdout.startswith("Received 1000.000000000 GNK (1000000000000 ngonka) from the")
-    assert f"{alice} now holds 1012.500000000 GNK" in text.stdout
+    assert text.stdout.startswith("Received 1,000 GNK from the")
+    assert f"{alice} now holds 1,012.5 GNK" in text.stdout
 
 
 def test_faucet_refusals(local_node: Node, gonka_home: Path) -> None:
@@ -374,3 +400,82 @@ def test_load_against_an_unreachable_node() -> None:
     result = gonka("node", "load", "--node", dead_url())
     assert result.exit_code == 1
     assert result.stderr.splitlines()[-1].startswith("Error: no node answered")
+
+
+# --- Ctrl-C: exit 130 (README "Exit codes"), after the same clean stop ------------------------
+
+
+def _gonka_process(home: Path, *args: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GONKA_")}
+    env.update({"GONKA_HOME": str(home), "NO_COLOR": "1"})
+    return subprocess.Popen(
+        [sys.executable, "-m", "gonka_cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _read_until(stream: Any, text: str) -> str:
+    """Lines of `stream` up to the one holding `text` (a test timeout stops a silent process)."""
+    seen = ""
+    for line in stream:
+        seen += line
+        if text in line:
+            return seen
+    raise AssertionError(f"the process ended before {text!r}; it printed:\n{seen}")
+
+
+@pytest.mark.parametrize(
+    ("stop", "exit_code"), [(signal.SIGINT, 130), (signal.SIGTERM, 0)], ids=["ctrl-c", "term"]
+)
+def test_node_start_stops_cleanly_and_ctrl_c_exits_130(
+    stop: signal.Signals, exit_code: int, tmp_path: Path, gonka_home: Path
+) -> None:
+    home = tmp_path / "node"
+    init_home(home, params=ChainParams(block_time_s=0.1))
+    proc = _gonka_process(gonka_home, "node", "start", "--home", str(home), "--port", "0")
+    try:
+        shown = _read_until(proc.stdout, "Press Ctrl-C to stop.")
+        url = re.search(r" at (http://\S+), height", shown)
+        assert url, shown
+        # "Press Ctrl-C" comes just before the server takes over the signals: wait until it
+        # answers, so that the signal reaches the running node.
+        status = ChainClient(settings.resolve_network(settings.load_config(), "devnet", url[1]))
+        with status:
+            for _ in range(600):
+                try:
+                    status.node_status()
+                    break
+                except NodeUnreachable:
+                    threading.Event().wait(0.05)
+        proc.send_signal(stop)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == exit_code, err
+    assert re.search(r"^Node stopped at height \d+\.$", err, re.MULTILINE), err
+    assert "Traceback" not in err
+
+
+def test_node_load_ctrl_c_prints_the_totals_and_exits_130(
+    start_node: StartNode, gonka_home: Path
+) -> None:
+    node = start_node()
+    assert node.info is not None
+    proc = _gonka_process(
+        gonka_home, "node", "load", "--rps", "5", "--keys", "1", "--node", node.info.url
+    )
+    try:
+        _read_until(proc.stderr, "Ctrl-C stops")
+        _read_until(proc.stderr, "sent ")  # the first progress line: the load runs
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 130, err
+    assert re.match(r"^0 of \d+ requests completed in \d+\.\d s", out), out
+    assert "Traceback" not in err

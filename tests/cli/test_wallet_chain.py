@@ -312,7 +312,7 @@ def test_balance_human_text(alice: str, idle: Node) -> None:
     result = gonka("wallet", "balance", "alice")
 
     assert result.exit_code == 0, result.stderr
-    assert result.stdout == f"{ALICE}: 1000.000000000 GNK (1000000000000 ngonka) spendable\n"
+    assert result.stdout == f"{ALICE}: 1,000 GNK spendable\n"
 
 
 def test_balance_shows_locked_funds_apart(alice: str, stand_in: Chain) -> None:
@@ -325,8 +325,7 @@ def test_balance_shows_locked_funds_apart(alice: str, stand_in: Chain) -> None:
     assert (data["spendable_ngonka"], data["spendable_gnk"]) == ("750000000000", "750.000000000")
     assert (data["total_ngonka"], data["total_gnk"]) == ("1000000000000", "1000.000000000")
     assert text == (
-        f"{ALICE}: 750.000000000 GNK (750000000000 ngonka) spendable\n"
-        f"{' ' * len(ALICE)}  1000.000000000 GNK (1000000000000 ngonka) in total (some is locked)\n"
+        f"{ALICE}: 750 GNK spendable\n{' ' * len(ALICE)}  1,000 GNK in total (some is locked)\n"
     )
 
 
@@ -450,14 +449,10 @@ def test_send_human_mode_keeps_the_summary_on_stderr(alice: str, bob: str, node:
     assert result.exit_code == 0, result.stderr
     [txhash] = landed_from(node)
     assert result.stdout == (
-        f"Sent 1.000000000 GNK (1000000000 ngonka) to {bob}.\n"
-        f"Transaction {txhash} is in block {height_of(node, txhash)}.\n"
+        f"Sent 1 GNK to {bob}.\nTransaction {txhash} is in block {height_of(node, txhash)}.\n"
     )
     assert (
-        "Transfer\n"
-        "amount   1.000000000 GNK (1000000000 ngonka)\n"
-        f"from     alice ({ALICE})\n"
-        f"to       {bob}\n"
+        f"Transfer\namount   1 GNK\nfrom     alice ({ALICE})\nto       {bob}\n"
     ) in result.stderr
     assert f"Transaction {txhash} accepted by the node." in result.stderr
 
@@ -614,12 +609,11 @@ def test_send_with_bad_options_sends_nothing(
 @pytest.mark.parametrize(
     ("amount", "options", "needs"),
     [
-        ("1001gnk", [], "1001.000000000 GNK (1001000000000 ngonka)"),
+        ("1001gnk", [], "1,001 GNK"),
         (
             "1000gnk",
             ["--fee", "1ngonka"],
-            "1000.000000001 GNK (1000000000001 ngonka) including a fee of "
-            "0.000000001 GNK (1 ngonka)",
+            "1,000.000000001 GNK including a fee of 0.000000001 GNK",
         ),
     ],
     ids=["more-than-the-balance", "amount-plus-fee"],
@@ -633,8 +627,7 @@ def test_send_beyond_spendable_funds_fails_before_unlocking(
     line = error_line(send("alice", CAROL, amount, *options, password=None), 1)
 
     assert line == (
-        f"Error: insufficient funds: {ALICE} can spend 1000.000000000 GNK (1000000000000 ngonka), "
-        f"the transfer needs {needs}"
+        f"Error: insufficient funds: {ALICE} can spend 1,000 GNK, the transfer needs {needs}"
     )
     assert broadcasts == []
     assert chain_state(idle) == before
@@ -650,8 +643,8 @@ def test_send_beyond_unlocked_funds_fails_before_unlocking(
     line = error_line(send("alice", CAROL, "1000gnk", password=None), 1)
 
     assert line == (
-        f"Error: insufficient funds: {ALICE} can spend 999.999999999 GNK (999999999999 ngonka), "
-        "the transfer needs 1000.000000000 GNK (1000000000000 ngonka)"
+        f"Error: insufficient funds: {ALICE} can spend 999.999999999 GNK, "
+        "the transfer needs 1,000 GNK"
     )
     assert broadcasts == []
     assert stand_in_state(stand_in) == before
@@ -990,7 +983,7 @@ def test_a_wrong_sequence_is_signed_again_once(
 
     assert result.exit_code == 0, result.stderr
     assert "signed again with sequence 0" in result.stderr
-    assert result.stdout.startswith(f"Sent 1.000000000 GNK (1000000000 ngonka) to {CAROL}.\n")
+    assert result.stdout.startswith(f"Sent 1 GNK to {CAROL}.\n")
     assert len(broadcasts) == 2
     assert len(stand_in.txs) == 1
     assert stand_in.accounts[CAROL].balance == GNK
@@ -1270,9 +1263,9 @@ def test_tx_human_text(alice: str, node: Node) -> None:
     lines = result.stdout.splitlines()
     assert lines[:3] == [f"hash      {txhash}", "status    success", f"height    {landed.height}"]
     assert lines[4:] == [
-        "fee       0.000001000 GNK (1000 ngonka)",
+        "fee       0.000001 GNK",
         f"gas       {landed.gas_used} used of {landed.gas_wanted}",
-        f"transfer  {ALICE} -> {CAROL}: 1.000000000 GNK (1000000000 ngonka)",
+        f"transfer  {ALICE} -> {CAROL}: 1 GNK",
     ]
 
 
@@ -1391,11 +1384,24 @@ def test_history_human_text(two_way: TwoWay) -> None:
     result = gonka("wallet", "history", "alice")
 
     assert result.exit_code == 0, result.stderr
-    rows = [line.split() for line in result.stdout.splitlines()]
-    assert [(r[0], r[2], r[3], r[4], r[5], r[6]) for r in rows] == [
-        (str(height_of(node, back)), "+1.000000000", "GNK", "from", bob, back),
-        (str(height_of(node, out)), "-3.000000000", "GNK", "to", bob, out),
+    header, *lines = result.stdout.splitlines()
+    assert header.split() == [
+        "height",
+        "time",
+        "amount",
+        "direction",
+        "counterparty",
+        "transaction",
     ]
+    rows = [line.split() for line in lines]
+    assert [(r[0], r[2], r[3], r[4], r[5], r[6]) for r in rows] == [
+        (str(height_of(node, back)), "+1", "GNK", "from", bob, back),
+        (str(height_of(node, out)), "-3", "GNK", "to", bob, out),
+    ]
+    # The columns line up under their headers.
+    for line in lines:
+        assert line.index(bob) == header.index("counterparty")
+        assert line.index(" GNK") + len(" GNK") == header.index("amount") + len("amount")
     assert "FAILED" not in result.stdout
 
 
@@ -1499,4 +1505,168 @@ def test_send_takes_a_negative_amount_as_a_bad_amount_not_an_option(
     assert result.stderr.strip().splitlines() == [
         "Error: invalid amount '-1gnk': must not be negative"
     ]
+    assert broadcasts == []
+
+
+# --- networks: --node alone follows the node's chain; what an unreachable network says -------
+
+
+@pytest.mark.parametrize("how", ["--node", "GONKA_NODE"])
+def test_node_alone_follows_the_chain_of_the_node_for_balance(
+    alice: str, shared_node: Node, how: str
+) -> None:
+    # No config file: the default network is mainnet, but the node given is a devnet node.
+    if how == "--node":
+        result = gonka("wallet", "balance", "alice", "--node", url(shared_node), "--json")
+    else:
+        result = runner.invoke(
+            app,
+            ["wallet", "balance", "alice", "--json"],
+            env={settings.ENV_NODE: url(shared_node)},
+        )
+    data = ok_json(result)
+
+    assert (data["network"], data["spendable_ngonka"]) == ("devnet", str(1000 * GNK))
+
+
+def test_node_alone_lets_send_sign_for_the_chain_of_the_node(
+    alice: str, start_node: StartNode
+) -> None:
+    devnet_node = start_node(accounts=[(ALICE, 1000 * GNK)])
+
+    data = ok_json(send("alice", CAROL, "1gnk", "--node", url(devnet_node)))
+
+    assert (data["status"], data["network"], data["chain_id"]) == (
+        "success",
+        "devnet",
+        "gonka-devnet",
+    )
+    assert balance_of(devnet_node, CAROL) == GNK
+
+
+def test_node_alone_lets_broadcast_check_the_chain_of_the_node(
+    alice: str, start_node: StartNode
+) -> None:
+    devnet_node = start_node(accounts=[(ALICE, 1000 * GNK)])
+    signed = ok_json(
+        send(
+            "alice", CAROL, "1gnk", "--offline", "--chain-id", "gonka-devnet",
+            "--account-number", str(account_of(devnet_node, ALICE).number), "--sequence", "0",
+        )
+    )  # fmt: skip
+
+    data = ok_json(
+        gonka("wallet", "broadcast", signed["tx_bytes"], "--node", url(devnet_node), "--json")
+    )
+
+    assert (data["txhash"], data["status"]) == (signed["txhash"], "success")
+    assert balance_of(devnet_node, CAROL) == GNK
+
+
+def test_node_alone_on_an_unknown_chain_is_named_after_its_chain_id(
+    alice: str, start_node: StartNode, tmp_path: Path
+) -> None:
+    other = start_chain(start_node, tmp_path / "other-chain", "other-chain")
+
+    data = ok_json(gonka("wallet", "balance", "alice", "--node", url(other), "--json"))
+
+    assert data["network"] == "other-chain"
+
+
+def test_the_default_network_unreachable_says_how_to_choose_another(
+    alice: str, gonka_home: Path
+) -> None:
+    dead = dead_url()
+    gonka_home.mkdir(parents=True, exist_ok=True)
+    (gonka_home / "config.toml").write_text(f'[networks.mainnet]\nrest = ["{dead}"]\n')
+
+    line = error_line(gonka("wallet", "balance", "alice", "--json"), 1)
+
+    assert line == (
+        f"Error: no node answered: tried {dead} (connection refused); network 'mainnet' is the "
+        "default: check the connection, or choose another network with --network devnet (or "
+        "GONKA_NETWORK=devnet) or a node with --node URL"
+    )
+
+
+@pytest.mark.parametrize(
+    "how", [["--network", "devnet"], "GONKA_NETWORK", "config"], ids=["option", "env", "config"]
+)
+def test_a_devnet_node_that_is_down_says_how_to_start_it(
+    alice: str, gonka_home: Path, how: Any
+) -> None:
+    dead = dead_url()
+    use_devnet(gonka_home, dead)  # the devnet profile's node is down; devnet is the default
+    if how != "config":  # mainnet stays the default: devnet is named
+        (gonka_home / "config.toml").write_text(f'[networks.devnet]\nrest = ["{dead}"]\n')
+    args = how if isinstance(how, list) else []
+    env = {settings.ENV_KEYRING_PASSWORD: PASSWORD}
+    if how == "GONKA_NETWORK":
+        env[settings.ENV_NETWORK] = "devnet"
+
+    result = runner.invoke(app, ["wallet", "history", "alice", "--json", *args], env=env)
+
+    assert error_line(result, 1) == (
+        f"Error: no node answered: tried {dead} (connection refused); is the devnet node "
+        "running? start it with `gonka node start`"
+    )
+
+
+def test_another_named_network_unreachable_keeps_the_plain_advice(
+    alice: str, gonka_home: Path
+) -> None:
+    dead = dead_url()
+    gonka_home.mkdir(parents=True, exist_ok=True)
+    (gonka_home / "config.toml").write_text(
+        f'[networks.testnet]\nchain_id = "gonka-testnet-1"\nrest = ["{dead}"]\n'
+    )
+
+    line = error_line(gonka("wallet", "balance", "alice", "--network", "testnet", "--json"), 1)
+
+    assert line == (
+        f"Error: no node answered: tried {dead} (connection refused); check the connection or "
+        "pass --node URL"
+    )
+
+
+def test_every_network_option_states_its_default() -> None:
+    import typer.main
+
+    def commands(command: Any, path: str) -> Iterator[tuple[str, Any]]:
+        yield path, command
+        for name, sub in getattr(command, "commands", {}).items():
+            yield from commands(sub, f"{path} {name}")
+
+    found = {
+        path: param.help or ""
+        for path, command in commands(typer.main.get_command(app), "gonka")
+        for param in command.params
+        if "--network" in getattr(param, "opts", [])
+    }
+
+    assert {"gonka mine", "gonka wallet balance", "gonka wallet faucet"} <= set(found)
+    for path, text in found.items():
+        default = "devnet" if path == "gonka wallet faucet" else "mainnet"
+        assert f"Default: {default}" in text, path
+
+
+# --- send: TO may be a key name ----------------------------------------------------------------
+
+
+def test_send_to_a_key_name_sends_to_its_address(alice: str, bob: str, node: Node) -> None:
+    data = ok_json(send("alice", "bob", "1gnk"))
+
+    assert (data["status"], data["to"]) == ("success", bob)
+    assert balance_of(node, bob) == GNK
+
+
+def test_send_to_a_name_that_is_no_key_nor_address_is_refused(
+    alice: str, idle: Node, broadcasts: list[str]
+) -> None:
+    line = error_line(send("alice", "nobody", "1gnk"), 2)
+
+    assert line == (
+        "Error: invalid recipient 'nobody': neither an address (gonka1...) nor the name of a key "
+        "in the keystore (`gonka wallet list` shows them)"
+    )
     assert broadcasts == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from typer.testing import CliRunner
 from gonka_cli.cli.main import app
 from gonka_cli.crypto import hd
 from gonka_cli.crypto.address import address_from_pubkey
+from gonka_cli.errors import InputError, WalletError
 from tests.conftest import MNEMONIC, PASSWORD, load_vectors
 
 ENV = {"GONKA_KEYRING_PASSWORD": PASSWORD}
@@ -438,3 +440,47 @@ def test_delete_removes_an_unreadable_key_file_too(gonka_home: Path) -> None:
     assert json.loads(result.stdout)["deleted"]["address"] is None
     assert "corrupt" in result.stderr
     assert not (keys_dir(gonka_home) / "broken.json").exists()
+
+
+# --- what the README promises ------------------------------------------------------------------
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_the_readme_opens_with_two_commands_and_a_cpu_hint_to_paste() -> None:
+    text = README.read_text(encoding="utf-8")
+    blocks = re.findall(r"```sh\n(.*?)```", text, re.DOTALL)
+    opening = text[: text.index("\n## ")]
+    assert opening.count("```sh") == 3
+    install, tests, cpu = (b.strip() for b in blocks[:3])
+    assert install.endswith("pip install -e . && gonka mine --devnet")
+    assert tests.endswith("pip install -e '.[dev]' && pytest")
+    # The CPU hint is a whole command: it makes the same venv, then takes torch's CPU build.
+    assert cpu == (
+        "python3 -m venv .venv && . .venv/bin/activate && "
+        "pip install torch --index-url https://download.pytorch.org/whl/cpu"
+    )
+    assert opening.index(tests) < opening.index(cpu)
+
+
+def test_the_readme_exit_code_table_is_what_commands_return() -> None:
+    from gonka_cli.cli import output
+
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("### Exit codes") :]
+    codes = [int(c) for c in re.findall(r"^\| (\d+) \|", section, re.MULTILINE)]
+    assert (
+        codes
+        == [
+            output.EXIT_OK,
+            output.EXIT_ERROR,
+            output.EXIT_USAGE,
+            output.EXIT_INTERRUPTED,
+        ]
+        == [0, 1, 2, 130]
+    )
+    assert output.exit_code_for(InputError("x")) == 2
+    assert output.exit_code_for(WalletError("x")) == 1
+    # Usage: no command, an unknown option.
+    assert run().exit_code == 2
+    assert run("wallet", "list", "--frobnicate").exit_code == 2

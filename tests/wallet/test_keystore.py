@@ -305,6 +305,45 @@ def test_kdf_parameters_default_to_default_kdf(store: Keystore) -> None:
     assert (kdf["memory_kib"], kdf["iterations"], kdf["lanes"]) == (1024, 1, 1)
 
 
+def test_the_real_default_cost_is_written_by_gonka_wallet_import(tmp_path: Path) -> None:
+    """The one test that pays the real cost: a fresh process, outside the `light_kdf` fixture,
+    creates a key through the command line and the file records Argon2id, 64 MiB, 3 passes."""
+    home = tmp_path / "real-cost-home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GONKA_")}
+    env.update({"GONKA_HOME": str(home), "GONKA_KEYRING_PASSWORD": PASSWORD, "NO_COLOR": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "gonka_cli", "wallet", "import", "hot", "--hex"],
+        input=HEX_KEY.to_hex(),
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO_ROOT,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+    kdf = _doc(home / "keys" / "hot.json")["kdf"]
+
+    assert {k: v for k, v in kdf.items() if k != "salt"} == {
+        "name": "argon2id",
+        "memory_kib": 64 * 1024,
+        "iterations": 3,
+        "lanes": 4,
+    }
+    assert len(base64.b64decode(kdf["salt"])) == 16
+
+
+def test_wrong_password_names_the_key_and_a_damaged_file_as_the_other_cause(
+    store: Keystore,
+) -> None:
+    store.add_private_key("miner", HEX_KEY, PASSWORD)
+
+    with pytest.raises(WrongPassword) as caught:
+        store.unlock("miner", "a typo")
+
+    assert str(caught.value) == "wrong password for key 'miner' (or the key file is damaged)"
+
+
 def test_file_written_with_other_parameters_unlocks_under_other_defaults(keys_dir: Path) -> None:
     Keystore(keys_dir, KdfParams(2048, 2, 2)).add_private_key("hot", HEX_KEY, PASSWORD)
 

@@ -339,6 +339,17 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int) -
 # --- the app ----------------------------------------------------------------------------
 
 
+def _internal_error() -> Response:
+    return _error(500, 13, "internal error; see the node's log", ErrorCode.INTERNAL)
+
+
+def _refusal(exc: ApiError | GonkaError) -> Response:
+    """The answer to a refusal: the API's own shape, or a 400 for any other GonkaError."""
+    if isinstance(exc, ApiError):
+        return _error(exc.status, exc.grpc_code, exc.message, exc.error_code)
+    return _error(400, 3, str(exc))
+
+
 class _InternalErrors:
     """A bug of ours (an exception no handler took) answered as a 500 in the API's shape.
 
@@ -367,8 +378,7 @@ class _InternalErrors:
             log.exception("internal error on %s %s", scope.get("method"), scope.get("path"))
             if started:  # the answer is under way: nothing can replace it
                 raise
-            answer = _error(500, 13, "internal error; see the node's log", ErrorCode.INTERNAL)
-            await answer(scope, receive, send)
+            await _internal_error()(scope, receive, send)
 
 
 BROADCAST_PATH = "/cosmos/tx/v1beta1/txs"
@@ -400,13 +410,11 @@ class _NodeApp(FastAPI):
             return
         try:
             response = await handler(Request(scope, receive))
-        except ApiError as exc:
-            response = _error(exc.status, exc.grpc_code, exc.message, exc.error_code)
-        except GonkaError as exc:
-            response = _error(400, 3, str(exc))
+        except (ApiError, GonkaError) as exc:
+            response = _refusal(exc)
         except Exception:
             log.exception("internal error on %s %s", scope.get("method"), scope.get("path"))
-            response = _error(500, 13, "internal error; see the node's log", ErrorCode.INTERNAL)
+            response = _internal_error()
         await response(scope, receive, send)
 
 
@@ -420,7 +428,7 @@ def create_app(
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> Response:
-        return _error(exc.status, exc.grpc_code, exc.message, exc.error_code)
+        return _refusal(exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -436,7 +444,7 @@ def create_app(
 
     @app.exception_handler(GonkaError)
     async def gonka_error(request: Request, exc: GonkaError) -> Response:
-        return _error(400, 3, str(exc))
+        return _refusal(exc)
 
     app.add_middleware(_InternalErrors)
 

@@ -160,7 +160,7 @@ class ModelDownloadError(GonkaError):
 
 
 class InvalidProof(InputError):
-    """An MMR proof or a PoC proof answer that is malformed (wrong length, bad index...)."""
+    """A sum-tree proof or a PoC proof answer that is malformed (wrong length, bad index...)."""
 
 
 class DeviceError(GonkaError):
@@ -187,7 +187,7 @@ class MinerError(GonkaError):
 
 
 class ArtifactStoreError(MinerError):
-    """The on-disk artifact store (the MMR file) cannot be opened, written or trusted."""
+    """The on-disk artifact store (the sum-tree file) cannot be opened, written or trusted."""
 
 
 # --- local network node -----------------------------------------------------------------

@@ -27,6 +27,7 @@ from gonka_cli.errors import GonkaError
 from gonka_cli.validate import is_hex, is_int, is_list, is_number, is_uint
 
 __all__ = [
+    "AnyWorkItem",
     "ChatChoice",
     "ChatCompletion",
     "ChatRequest",
@@ -50,6 +51,8 @@ __all__ = [
     "PhaseSpan",
     "PocResult",
     "PocTerms",
+    "PocValidationResult",
+    "PocValidationTask",
     "ProofRequest",
     "ProofResult",
     "ProtocolError",
@@ -57,6 +60,8 @@ __all__ = [
     "RegisterRequest",
     "Registration",
     "ResultAnswer",
+    "StakeInfo",
+    "StakeMove",
     "Usage",
     "ValidationResult",
     "ValidationTask",
@@ -69,6 +74,7 @@ __all__ = [
 POC_PROOF = "poc_proof"
 INFERENCE_TASK = "inference"
 VALIDATION_TASK = "validation"
+POC_VALIDATION = "poc_validation"
 #: Phases of an epoch (`starting` before the first block).
 PHASES = ("starting", "generate", "validate", "inference")
 #: PoC result statuses.
@@ -98,6 +104,8 @@ class ErrorCode(str, Enum):
     BAD_PUBKEY = "bad_pubkey"
     BAD_SIGNATURE = "bad_signature"
     INSUFFICIENT_FUNDS = "insufficient_funds"
+    INSUFFICIENT_COLLATERAL = "insufficient_collateral"
+    NOT_ELIGIBLE = "not_eligible"
     NOT_REGISTERED = "not_registered"
     KEY_MISMATCH = "key_mismatch"
     NOT_ASSIGNEE = "not_assignee"
@@ -107,6 +115,7 @@ class ErrorCode(str, Enum):
     STALE_EPOCH = "stale_epoch"
     COMMITS_CLOSED = "commits_closed"
     COUNT_DECREASED = "count_decreased"
+    COUNT_TOO_LARGE = "count_too_large"
     ROOT_CONFLICT = "root_conflict"
     RESULT_CONFLICT = "result_conflict"
     ITEM_EXPIRED = "item_expired"
@@ -131,6 +140,8 @@ _HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.BAD_PUBKEY: 400,
     ErrorCode.BAD_SIGNATURE: 401,
     ErrorCode.INSUFFICIENT_FUNDS: 402,
+    ErrorCode.INSUFFICIENT_COLLATERAL: 402,
+    ErrorCode.NOT_ELIGIBLE: 403,
     ErrorCode.NOT_REGISTERED: 403,
     ErrorCode.KEY_MISMATCH: 403,
     ErrorCode.NOT_ASSIGNEE: 403,
@@ -140,6 +151,7 @@ _HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.STALE_EPOCH: 409,
     ErrorCode.COMMITS_CLOSED: 409,
     ErrorCode.COUNT_DECREASED: 409,
+    ErrorCode.COUNT_TOO_LARGE: 422,
     ErrorCode.ROOT_CONFLICT: 409,
     ErrorCode.RESULT_CONFLICT: 409,
     ErrorCode.ITEM_EXPIRED: 410,
@@ -674,6 +686,10 @@ class Registration:
     capacity: int
     registered_height: int
     node_address: str
+    #: The collateral held for it after this registration, and the transaction that locked
+    #: what this registration added ("" when nothing was added).
+    collateral_ngonka: int = 0
+    collateral_tx: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -682,6 +698,8 @@ class Registration:
             "capacity": self.capacity,
             "registered_height": self.registered_height,
             "node_address": self.node_address,
+            "collateral_ngonka": str(self.collateral_ngonka),
+            "collateral_tx": self.collateral_tx,
         }
 
     @classmethod
@@ -693,6 +711,8 @@ class Registration:
             r.integer("capacity", 1),
             r.integer("registered_height", 0),
             r.text("node_address"),
+            r.amount("collateral_ngonka") if r.has("collateral_ngonka") else 0,
+            r.opt_text("collateral_tx") or "",
         )
 
 
@@ -730,6 +750,12 @@ class ParticipantInfo:
     penalties: int
     busy: int
     responsive: bool
+    #: Stake (an older node sends none of these): the collateral held for it, whether it may
+    #: have weight and work now, and until when it is jailed or unbonding.
+    collateral_ngonka: int = 0
+    eligible: bool = True
+    jailed_until_epoch: int | None = None
+    unbonding_until_epoch: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -747,6 +773,10 @@ class ParticipantInfo:
             "penalties": self.penalties,
             "busy": self.busy,
             "responsive": self.responsive,
+            "collateral_ngonka": str(self.collateral_ngonka),
+            "eligible": self.eligible,
+            "jailed_until_epoch": self.jailed_until_epoch,
+            "unbonding_until_epoch": self.unbonding_until_epoch,
         }
 
     @classmethod
@@ -767,6 +797,10 @@ class ParticipantInfo:
             penalties=r.integer("penalties", 0),
             busy=r.integer("busy", 0),
             responsive=r.flag("responsive"),
+            collateral_ngonka=(r.amount("collateral_ngonka") if r.has("collateral_ngonka") else 0),
+            eligible=r.flag("eligible") if r.has("eligible") else True,
+            jailed_until_epoch=r.opt_integer("jailed_until_epoch", 0),
+            unbonding_until_epoch=r.opt_integer("unbonding_until_epoch", 0),
         )
 
 
@@ -800,6 +834,88 @@ class ParticipantsView:
             r.integer("epoch", 0),
             r.opt_integer("weight_epoch", 0),
             tuple(ParticipantInfo.from_dict(p) for p in r.seq("participants")),
+        )
+
+
+#: Stake statuses (`StakeInfo.status`).
+STAKE_STATUSES = ("none", "bonded", "jailed", "unbonding", "returned")
+#: Stake move kinds (`StakeMove.kind`).
+STAKE_MOVE_KINDS = ("lock", "fraud_slash", "validation_slash", "return")
+
+
+@dataclass(frozen=True)
+class StakeMove:
+    """One change of a participant's collateral: locked at registration, slashed (burned) by
+    a settlement, or returned by one. `subject` is the inference id of a failed validation,
+    the locking transaction's hash, else null."""
+
+    epoch: int
+    kind: str
+    amount_ngonka: int
+    subject: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "kind": self.kind,
+            "amount_ngonka": str(self.amount_ngonka),
+            "subject": self.subject,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> StakeMove:
+        r = _Reader(data, "stake move")
+        return cls(
+            r.integer("epoch", 0),
+            r.text("kind", STAKE_MOVE_KINDS),
+            r.amount("amount_ngonka"),
+            r.opt_text("subject"),
+        )
+
+
+@dataclass(frozen=True)
+class StakeInfo:
+    """`GET /v1/participants/{address}/stake`, also the answer to a leave request."""
+
+    address: str
+    epoch: int
+    status: str
+    eligible: bool
+    collateral_ngonka: int
+    required_ngonka: int
+    jailed_until_epoch: int | None
+    unbonding_until_epoch: int | None
+    collateral_address: str
+    moves: tuple[StakeMove, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "address": self.address,
+            "epoch": self.epoch,
+            "status": self.status,
+            "eligible": self.eligible,
+            "collateral_ngonka": str(self.collateral_ngonka),
+            "required_ngonka": str(self.required_ngonka),
+            "jailed_until_epoch": self.jailed_until_epoch,
+            "unbonding_until_epoch": self.unbonding_until_epoch,
+            "collateral_address": self.collateral_address,
+            "moves": [m.to_dict() for m in self.moves],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> StakeInfo:
+        r = _Reader(data, "stake")
+        return cls(
+            address=r.text("address"),
+            epoch=r.integer("epoch", 0),
+            status=r.text("status", STAKE_STATUSES),
+            eligible=r.flag("eligible"),
+            collateral_ngonka=r.amount("collateral_ngonka"),
+            required_ngonka=r.amount("required_ngonka"),
+            jailed_until_epoch=r.opt_integer("jailed_until_epoch", 0),
+            unbonding_until_epoch=r.opt_integer("unbonding_until_epoch", 0),
+            collateral_address=r.text("collateral_address"),
+            moves=tuple(StakeMove.from_dict(m) for m in r.seq("moves")),
         )
 
 
@@ -889,7 +1005,8 @@ class WorkItem:
 
 @dataclass(frozen=True, kw_only=True)
 class ProofRequest(WorkItem):
-    """`poc_proof`: prove the sampled leaves of a commit."""
+    """`poc_proof`: prove the sampled leaves of a commit (`leaf_indices` are ranks of the
+    nonces in ascending uint32 order, in the sum tree of the first `count` leaves)."""
 
     KIND: ClassVar[str] = POC_PROOF
 
@@ -1018,14 +1135,79 @@ class ValidationTask(WorkItem):
         )
 
 
-_ITEM_KINDS: dict[str, type[ProofRequest] | type[InferenceTask] | type[ValidationTask]] = {
+@dataclass(frozen=True, kw_only=True)
+class PocValidationTask(WorkItem):
+    """`poc_validation`: recompute the sampled nonces of another participant's accepted proof
+    answers and vote on them (`PocValidationResult`)."""
+
+    KIND: ClassVar[str] = POC_VALIDATION
+
+    epoch: int
+    #: The prover's address and public key (66 lower-case hex characters, taken verbatim).
+    prover: str
+    pubkey: str
+    model: str
+    seed: str
+    seq_len: int
+    #: The sampled nonces and, in the same order, the prover's vectors (base64, 24 bytes).
+    nonces: tuple[int, ...]
+    vectors: tuple[str, ...]
+    dist_threshold: float
+    p_mismatch: float
+    alpha: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self._head(),
+            "epoch": self.epoch,
+            "prover": self.prover,
+            "pubkey": self.pubkey,
+            "model": self.model,
+            "seed": self.seed,
+            "seq_len": self.seq_len,
+            "nonces": list(self.nonces),
+            "vectors": list(self.vectors),
+            "dist_threshold": self.dist_threshold,
+            "p_mismatch": self.p_mismatch,
+            "alpha": self.alpha,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> PocValidationTask:
+        r = _Reader(data, POC_VALIDATION)
+        nonces, vectors = r.ints("nonces", 0, 2**32 - 1), r.strs("vectors")
+        if len(vectors) != len(nonces):
+            raise r.fail("vectors", "one vector per nonce")
+        return cls(
+            *cls._head_of(r),
+            epoch=r.integer("epoch", 0),
+            prover=r.text("prover"),
+            pubkey=r.text("pubkey"),
+            model=r.text("model"),
+            seed=r.text("seed"),
+            seq_len=r.integer("seq_len", 1),
+            nonces=nonces,
+            vectors=vectors,
+            dist_threshold=r.number("dist_threshold", 0.0, 1e6),
+            p_mismatch=r.number("p_mismatch", 0.0, 1.0),
+            alpha=r.number("alpha", 0.0, 1.0),
+        )
+
+
+AnyWorkItem = ProofRequest | InferenceTask | ValidationTask | PocValidationTask
+
+_ITEM_KINDS: dict[
+    str,
+    type[ProofRequest] | type[InferenceTask] | type[ValidationTask] | type[PocValidationTask],
+] = {
     POC_PROOF: ProofRequest,
     INFERENCE_TASK: InferenceTask,
     VALIDATION_TASK: ValidationTask,
+    POC_VALIDATION: PocValidationTask,
 }
 
 
-def work_item_from_dict(data: Any) -> ProofRequest | InferenceTask | ValidationTask:
+def work_item_from_dict(data: Any) -> AnyWorkItem:
     """A work item of any kind; `ProtocolError` for an unknown kind."""
     r = _Reader(data, "work item")
     kind = r.text("kind", tuple(_ITEM_KINDS))
@@ -1039,7 +1221,7 @@ class WorkBatch:
     epoch: int
     phase: str
     height: int
-    items: tuple[ProofRequest | InferenceTask | ValidationTask, ...]
+    items: tuple[AnyWorkItem, ...]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -1106,18 +1288,58 @@ class InferenceResult:
 
 @dataclass(frozen=True)
 class ValidationResult:
-    """The body answering a `validation` task: `inference.replay`'s verdict."""
+    """The body answering a `validation` task: the replay check's verdict and statistics.
+
+    `similarity` is the logprob similarity over the answer's N tokens; `support_margin`,
+    `log10_p` and `z_score` are `replay_check.ReplayVerdict`'s (absent from older miners,
+    and None where they do not apply); `reason` says in words what failed.
+    """
 
     passed: bool
     similarity: float
+    support_margin: float | None = None
+    log10_p: float | None = None
+    z_score: float | None = None
+    reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "similarity": self.similarity}
+        data: dict[str, Any] = {"passed": self.passed, "similarity": self.similarity}
+        for name in ("support_margin", "log10_p", "z_score", "reason"):
+            if getattr(self, name) is not None:
+                data[name] = getattr(self, name)
+        return data
 
     @classmethod
     def from_dict(cls, data: Any) -> ValidationResult:
         r = _Reader(data, "validation result")
-        return cls(r.flag("passed"), r.number("similarity", 0.0, 1.0))
+        log10_p = r.opt_number("log10_p")
+        if log10_p is not None and log10_p > 0:
+            raise r.fail("log10_p", "a number <= 0")
+        return cls(
+            r.flag("passed"),
+            r.number("similarity", 0.0, 1.0),
+            r.opt_number("support_margin"),
+            log10_p,
+            r.opt_number("z_score"),
+            r.opt_text("reason"),
+        )
+
+
+@dataclass(frozen=True)
+class PocValidationResult:
+    """The body answering a `poc_validation` item: the validator's vote. `valid` must be what
+    the binomial test says of `n_mismatch` mismatches among the item's nonces."""
+
+    valid: bool
+    n_mismatch: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"valid": self.valid, "n_mismatch": self.n_mismatch}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> PocValidationResult:
+        r = _Reader(data, "PoC validation result")
+        return cls(r.flag("valid"), r.integer("n_mismatch", 0))
 
 
 @dataclass(frozen=True)
@@ -1382,7 +1604,7 @@ class InferenceRecord:
 @dataclass(frozen=True)
 class EarningRecord:
     """One payment the network made to an address: a PoC reward, an inference fee, or a
-    validation reward (the devnet pays none of the last)."""
+    validation reward (per validation vote the weighted majority agreed with)."""
 
     height: int
     epoch: int

@@ -232,6 +232,17 @@ class WorkClient:
         data = self._call("POST", "/v1/participants", request.to_dict(), signed=True)
         return p.Registration.from_dict(data)
 
+    def stake(self, address: str | None = None) -> p.StakeInfo:
+        """The collateral the network holds for `address` (this client's by default)."""
+        who = address or self.address
+        return p.StakeInfo.from_dict(self._call("GET", f"/v1/participants/{who}/stake"))
+
+    def leave(self) -> p.StakeInfo:
+        """Stop taking part: no weight or work from now on; the collateral comes back after
+        the unbonding delay. Registering again calls it off."""
+        data = self._call("DELETE", f"/v1/participants/{self.address}", signed=True)
+        return p.StakeInfo.from_dict(data)
+
     def commit(self, epoch: int, model: str, count: int, root: str) -> p.CommitAnswer:
         request = p.CommitRequest(epoch, model, count, root)
         data = self._call("POST", "/v1/poc/commits", request.to_dict(), signed=True)

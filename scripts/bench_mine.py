@@ -6,7 +6,7 @@
    on it. From its `generate_done` events, for every generate phase it saw from start to end:
    - duty cycle: the share of the phase's wall time the device spent computing (the worker
      times each task with the machine-wide monotonic clock);
-   - nonces/s: artifacts appended to the MMR per second of the phase's wall time.
+   - nonces/s: artifacts inserted into the sum tree per second of the phase's wall time.
 2. Engine benchmark, in the same run. Right after each generate phase, while the miner waits
    for the next one (no inference load is sent, so its device is idle), a fresh process runs
    `compute_artifacts` for the same model and device with the batch size the worker uses

@@ -21,7 +21,7 @@
 
 2. PoC validation. The node's code path for one participant (default gonka-small, 200
    sampled leaves): on the event loop, parse the proof answers from JSON and run the
-   structural checks (MMR proofs against the committed root); on the worker thread,
+   structural checks (sum-tree proofs against the committed root); on the worker thread,
    `validation.validate` (the structural checks again, then the recomputation of the
    sampled nonces with `compute_artifacts` on this CPU, as `PocRound.recompute_artifacts`
    runs it). The commitment holds N leaves; only the sampled ones hold computed artifacts
@@ -494,9 +494,9 @@ def poc_run(args: argparse.Namespace) -> None:
     import torch
 
     from gonka_cli.compute import artifacts as art
-    from gonka_cli.compute.mmr import MMR
     from gonka_cli.compute.models import get_spec, load_model
     from gonka_cli.compute.poc import PocInputParams, compute_artifacts
+    from gonka_cli.compute.smst import SMST
     from gonka_cli.compute.validation import (
         ProofAnswer,
         build_answers,
@@ -528,11 +528,11 @@ def poc_run(args: argparse.Namespace) -> None:
     computed = dict(zip(honest, vectors, strict=True))
     build_s = time.perf_counter() - started
     placeholder = art.encode_artifact([1.0] + [0.0] * (art.K_DIM - 1))
-    mmr = MMR()
-    mmr.append_many(art.leaf_data(n, computed.get(n, placeholder)) for n in range(count))
-    root = mmr.root()
+    tree = SMST()
+    tree.insert_many(art.leaf_data(n, computed.get(n, placeholder)) for n in range(count))
+    root = tree.root()
     raw = json.dumps(
-        {"answers": [a.to_dict() for a in build_answers(mmr, requested, count)]}
+        {"answers": [a.to_dict() for a in build_answers(tree, requested, count)]}
     ).encode()
     me = psutil.Process()
 
@@ -577,7 +577,7 @@ def poc_run(args: argparse.Namespace) -> None:
     print(f"{'step':<58}  {'seconds':>8}  {'nonces/s':>9}")
     for step, key in (
         (f"event loop: parse the {n} proof answers (JSON)", "parse"),
-        ("event loop: structural checks (MMR proofs vs the root)", "structural"),
+        ("event loop: structural checks (sum-tree proofs vs root)", "structural"),
         ("worker thread: validate() in all", "validate"),
         (f"  of which the recomputation of {n} artifacts", "recompute"),
         ("the node's time for one participant", "node"),

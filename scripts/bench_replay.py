@@ -1,7 +1,8 @@
 """Replay validation cost: one replay over the generation it judges, for N tokens.
 
 The replay enforces the executor's tokens in one prefill pass and runs Gonka's
-CompareLogits; generation decodes token by token with a KV cache. Both run in one process,
+CompareLogits (and, timed apart, the devnet's `replay_check.check_answer`, which also checks the
+tokens); generation decodes token by token with a KV cache. Both run in one process,
 on the built-in model and on a real checkpoint (a directory or a cached repo id given with
 `--model`, else a small random Qwen3 checkpoint written to a temporary directory with
 `transformers`, real Qwen3 vocabulary size, embeddings scaled so that its next-token
@@ -23,7 +24,7 @@ from typing import Any
 
 import torch
 
-from gonka_cli.compute import inference
+from gonka_cli.compute import inference, replay_check
 from gonka_cli.compute.models import load_model
 
 #: DAPI passes the user's sampling through: vLLM's defaults, and a typical nucleus setting.
@@ -82,13 +83,20 @@ def measure(name: str, model: Any, tokens: int, repeats: int, sampling: dict[str
     def check() -> inference.ReplayResult:
         return inference.replay(model, prompt, answer.tokens, top, **sampling)
 
+    def strict() -> replay_check.ReplayVerdict:
+        return replay_check.check_answer(model, prompt, list(answer.tokens), top, sampling)
+
     result = check()
     assert result.passed, result
+    verdict = strict()
+    assert verdict.passed, verdict
     replay_s = best_s(check, repeats)
+    check_s = best_s(strict, repeats)
     ratio = replay_s / generation_s
     print(
         f"{name}: {tokens} tokens, generation {generation_s:.3f} s, replay {replay_s:.4f} s, "
-        f"replay/generation {ratio:.4f} (goal <= 0.05), similarity {result.similarity:.6f}"
+        f"replay/generation {ratio:.4f} (goal <= 0.05), similarity {result.similarity:.6f}; "
+        f"devnet check {check_s:.4f} s ({check_s / generation_s:.4f} of generation)"
     )
     return ratio
 

@@ -1,25 +1,27 @@
-"""Calibrate the devnet's two thresholds: honest noise against what cheaters produce.
+"""Calibrate the devnet's thresholds: honest noise against what cheaters produce.
 
 1. PoC `dist_threshold`: the L2 distance between the validator's artifacts (fp32, torch, CPU)
    and an honest host's (bf16 on the CPU; fp16, bf16 and fp32 on CUDA with `--device cuda`;
    onnxruntime fp32) against the distance of dishonest artifacts (random unit vectors, another
    weights seed, weights quantized to 8 and 4 bits, skipped layers, a truncated context).
-2. The replay threshold: `inference.replay` similarity of honest answers (same backend and
-   precision; fp32 executor and bf16 validator and the reverse; the onnxruntime prefill as
-   validator; greedy and sampled at temperature 0.7 and 1.0) against dishonest ones (another
-   weights seed, gonka-tiny, 4- and 8-bit weights, rounded logprobs, edited tokens).
+   Chosen on the L2 scale: the largest value on a grid (steps of 0.05), never above mainnet's
+   0.4, that is (a) at least HONEST_FACTOR times the largest honest distance and (b) makes
+   every "must catch" cheat mismatch on at least CATCH_RATE of its nonces, so that doing it
+   on a share of the nonces costs as much as faking that share outright. The other cheats are
+   printed to show where they land.
+2. The replay check (`replay_check.check_answer`): its statistics (similarity over N, support
+   margin, likelihood bound log10_p, z-score) on honest answers (fp32 and bf16 executors and
+   validators, the onnxruntime prefill as validator; temperature 0, 0.7 and 1.0, top-p 0.9
+   and 1.0; every answer cut to 1 .. 64 tokens) and each cheat's detection rate (any text with
+   the model's true logprobs from one prefill, random 7-token answers, 20 tokens from a smaller
+   model or another weights seed, with its own or the true logprobs). Honest answers must
+   never fail; the constants of `replay_check` are checked against the figures, not chosen
+   by the script.
 
-Each threshold is chosen on a distance scale (L2 for PoC, 1 - similarity for replay): the
-largest value on a grid (steps of 0.05; of 0.01 for replay), never above mainnet's (0.4;
-similarity 0.9), that is (a) at least HONEST_FACTOR times the largest honest distance and
-(b) catches every "must catch" cheat: for PoC, the cheat mismatches on at least CATCH_RATE of
-its nonces, so doing it on a share of the nonces costs as much as faking that share outright;
-for replay, every cheating answer fails. The largest such value gives honest hosts the most
-room; mainnet's value is kept when it qualifies. The other cheats are printed to show where
-they land. Percentiles are NumPy's (linear interpolation). Progress goes to stderr, the
-figures to stdout.
+Percentiles are NumPy's (linear interpolation). Progress goes to stderr, the figures to stdout.
 
     python scripts/calibrate_compute.py [--model gonka-small] [--nonces 256] [--cheat-nonces 64]
+    python scripts/calibrate_compute.py --skip poc --seeds 3    # the replay check only
     python scripts/calibrate_compute.py --device cuda       # fp16, bf16 and fp32 on the GPU
 """
 
@@ -38,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gonka_cli.compute import inference, onnx_backend, poc, tokenizer
+from gonka_cli.compute import inference, onnx_backend, poc, replay_check, tokenizer
 from gonka_cli.compute.artifacts import artifact_distance, encode_artifact
 from gonka_cli.compute.models import (
     BuiltinModel,
@@ -54,11 +56,9 @@ from gonka_cli.errors import BackendUnavailable, DeviceUnavailable
 BLOCK = "5e" * 32
 PK = "03" + "a7" * 32
 MAINNET_DIST = 0.4
-MAINNET_REPLAY = 0.9
 HONEST_FACTOR = 4.0
 CATCH_RATE = 0.95
 POC_GRID = tuple(round(0.05 * i, 2) for i in range(1, 9))  # 0.05 .. 0.4
-REPLAY_GRID = tuple(round(0.01 * i, 2) for i in range(1, 11))  # distances 0.01 .. 0.1
 PROMPTS = (
     "Tell me about the Gonka network.",
     "Write a haiku about graphics cards.",
@@ -70,10 +70,22 @@ PROMPTS = (
     "Explain gradient descent to a child.",
 )
 #: (label, temperature, top_p, seed); the dishonest answers use the first and the last.
-SETTINGS = (
-    ("greedy", 0.0, 1.0, None),
-    ("T=0.7", 0.7, 1.0, 101),
-    ("T=1.0 top_p=0.95", 1.0, 0.95, 202),
+#: (label, temperature, top_p) of the replay check's answers.
+CHECK_SETTINGS = (
+    ("T=0", 0.0, 1.0),
+    ("T=0.7", 0.7, 1.0),
+    ("T=0.7 top_p=0.9", 0.7, 0.9),
+    ("T=1.0", 1.0, 1.0),
+    ("T=1.0 top_p=0.9", 1.0, 0.9),
+)
+#: An honest answer cut to each of these lengths is an honest answer of that length.
+LENGTHS = (1, 2, 4, 7, 16, 32, 64)
+#: What a cheater answers instead of running the model (then one prefill for true logprobs).
+CANNED_TEXTS = (
+    "The Gonka network is a decentralized compute network where hosts earn by running models.",
+    "I am sorry, but I cannot help with that request. Please try again later with more detail.",
+    "Sure! Here is a short answer: 42. Let me know if you need anything else from me today.",
+    "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt.",
 )
 Stats = dict[str, float]
 
@@ -110,18 +122,6 @@ def choose(grid: Sequence[float], honest_max: float, catches: Callable[[float], 
 
 
 # --- models -----------------------------------------------------------------------------------
-
-
-class OnnxPrefill:
-    """Just enough of a GonkaModel for `inference.replay`: prefill logits from onnxruntime."""
-
-    def __init__(self, model: onnx_backend.OnnxModel) -> None:
-        self.model = model
-        self.spec = model.spec
-        self.device = torch.device("cpu")
-
-    def forward_tokens(self, tokens: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        return torch.from_numpy(self.model.logits(tokens.cpu().numpy()))
 
 
 # --- PoC --------------------------------------------------------------------------------------
@@ -328,177 +328,233 @@ def calibrate_poc(args: argparse.Namespace, onnx_dir: Path) -> float:
 # --- replay -------------------------------------------------------------------------------
 
 
-def calibrate_replay(args: argparse.Namespace, onnx_dir: Path) -> float:
-    name, device = args.model, args.device
-    prompts = [
-        tokenizer.chat_template([{"role": "user", "content": text}])
-        for text in PROMPTS[: args.prompts]
-    ]
-    fp32 = load_model(name, "cpu", torch.float32)
-    spec = fp32.spec
-    tokens = args.tokens
+@dataclasses.dataclass
+class Checked:
+    """The statistics of `replay_check.check_answer` for one class of answers."""
 
-    def answers(
-        model: Any, settings: Sequence[tuple[str, float, float, int | None]]
-    ) -> list[tuple[list[int], inference.Generation]]:
+    verdicts: list[replay_check.ReplayVerdict] = dataclasses.field(default_factory=list)
+
+    def values(self, name: str) -> list[float]:
+        return [getattr(v, name) for v in self.verdicts if getattr(v, name) is not None]
+
+    def stats(self) -> Stats:
+        out: Stats = {"n": float(len(self.verdicts))}
+        out["failed"] = float(sum(not v.passed for v in self.verdicts))
+        out["rate"] = out["failed"] / max(1.0, out["n"])
+        for key, name, pick in (
+            ("sim min", "similarity", min),
+            ("sim max", "similarity", max),
+            ("margin min", "support_margin", min),
+            ("log10p min", "log10_p", min),
+            ("log10p max", "log10_p", max),
+            ("z min", "z_score", min),
+            ("z max", "z_score", max),
+        ):
+            values = self.values(name)
+            if values:
+                out[key] = float(pick(values))
+        return out
+
+
+def check_table(title: str, rows: Sequence[tuple[str, Checked]], columns: Sequence[str]) -> None:
+    print(f"\n{title}")
+    print(f"| {'class':<52} | {'n':>5} | " + " | ".join(f"{c:>10}" for c in columns) + " |")
+    print(f"|{'-' * 54}|{'-' * 6}:|" + "|".join("-" * 11 + ":" for _ in columns) + "|")
+    for label, checked in rows:
+        s = checked.stats()
+        cells = " | ".join(f"{s[c]:>10.4f}" if c in s else f"{'-':>10}" for c in columns)
+        print(f"| {label:<52} | {int(s['n']):>5} | {cells} |")
+
+
+class OnnxPrefill:
+    """Just enough of a GonkaModel for a replay: prefill logits from onnxruntime, the "cache"
+    being the tokens seen so far (each call recomputes the whole prefix)."""
+
+    def __init__(self, model: onnx_backend.OnnxModel) -> None:
+        self.model = model
+        self.spec = model.spec
+        self.device = torch.device("cpu")
+
+    def new_cache(self, batch: int, length: int) -> list[int]:
+        return []
+
+    def forward_tokens(
+        self, tokens: torch.Tensor, cache: list[int] | None = None, *, last_only: bool = False
+    ) -> torch.Tensor:
+        new = tokens[0].tolist()
+        seen = new if cache is None else [*cache, *new]
+        if cache is not None:
+            cache[:] = seen
+        logits = torch.from_numpy(self.model.logits(np.asarray([seen], dtype=np.int64)))
+        out = logits[:, len(seen) - len(new) :]
+        return out[:, -1:] if last_only else out
+
+
+def calibrate_replay(args: argparse.Namespace, onnx_dir: Path) -> None:
+    """Honest answers against cheats, through `replay_check.check_answer`."""
+    name, device = args.model, args.device
+    fp32 = load_model(name, "cpu", torch.float32)
+    chat = tokenizer.tokenizer_for(fp32)
+    prompts = [chat.chat_ids([{"role": "user", "content": t}]) for t in PROMPTS[: args.prompts]]
+    longest = max(LENGTHS)
+    seeds = range(args.seeds)
+
+    def sampling(temperature: float, top_p: float) -> inference.Sampling:
+        return inference.Sampling(temperature, top_p)
+
+    def answers(model: Any, label: str) -> list[tuple[str, list[int], inference.Generation]]:
+        started = time.perf_counter()
         out = []
         for prompt in prompts:
-            for _, temperature, top_p, seed in settings:
-                out.append(
-                    (
-                        prompt,
-                        inference.generate(
-                            model, prompt, tokens, temperature, top_p, seed, stop_tokens=()
-                        ),
+            for setting, temperature, top_p in CHECK_SETTINGS:
+                for seed in seeds if temperature > 0 else (0,):
+                    g = inference.generate(
+                        model, prompt, longest, temperature, top_p, 1000 + seed, stop_tokens=()
                     )
-                )
+                    out.append((setting, prompt, g))
+        log(f"  {label}: {len(out)} answers in {time.perf_counter() - started:.1f} s")
         return out
 
-    def similarities(
-        validator: Any,
-        answered: Sequence[tuple[list[int], Any]],
-        edit: Callable[..., Any] | None = None,
-    ) -> list[float]:
-        out = []
-        for prompt, g in answered:
-            toks, tops = (g.tokens, g.top_logprobs) if edit is None else edit(g)
-            out.append(inference.replay(validator, prompt, toks, tops).similarity)
-        return out
+    def check(validator: Any, setting: str, prompt: list[int], toks: Any, tops: Any) -> Any:
+        _, temperature, top_p = next(s for s in CHECK_SETTINGS if s[0] == setting)
+        return replay_check.check_answer(
+            validator, prompt, list(toks), list(tops), sampling(temperature, top_p)
+        )
 
-    def timed_answers(label: str, model: Any, settings: Any) -> list[Any]:
-        started = time.perf_counter()
-        result = answers(model, settings)
-        log(f"  {label}: {len(result)} answers in {time.perf_counter() - started:.1f} s")
-        return result
-
-    log(f"replay on {name}, {len(prompts)} prompts x {tokens} tokens")
-    by_fp32 = timed_answers("fp32 cpu executor", fp32, SETTINGS)
-    honest: list[tuple[str, list[float]]] = [
-        ("fp32 cpu -> fp32 cpu (same backend)", similarities(fp32, by_fp32)),
-    ]
-    executors = [("cpu", d) for d in args.cpu_dtypes]
+    log(f"replay check on {name}, {len(prompts)} prompts, lengths {LENGTHS}")
+    executors: list[tuple[str, Any]] = [("fp32 cpu", fp32)]
+    executors += [(f"{d} cpu", load_model(name, "cpu", d)) for d in args.cpu_dtypes]
     if device.startswith("cuda"):
-        executors += [(device, d) for d in ("fp16", "bf16")]
-    for dev, dtype in executors:
-        low = load_model(name, dev, dtype)
-        by_low = timed_answers(f"{dtype} {dev} executor", low, SETTINGS)
-        honest.append((f"{dtype} {dev} -> {dtype} {dev} (same backend)", similarities(low, by_low)))
-        honest.append((f"fp32 cpu -> {dtype} {dev}", similarities(low, by_fp32)))
-        honest.append((f"{dtype} {dev} -> fp32 cpu", similarities(fp32, by_low)))
+        executors += [(f"{d} {device}", load_model(name, device, d)) for d in ("fp16", "bf16")]
+    validators = list(executors[:2])
     if not args.no_onnx:
         try:
             onnx = OnnxPrefill(onnx_backend.OnnxModel(name, "cpu", directory=onnx_dir))
-            honest.append(("fp32 torch -> fp32 onnxruntime", similarities(onnx, by_fp32)))
+            validators.append(("fp32 onnxruntime cpu", onnx))
         except BackendUnavailable as exc:
             log(f"  onnxruntime skipped: {exc}")
+    answered = {label: answers(model, f"{label} executor") for label, model in executors}
 
-    cheat_settings = (SETTINGS[0], SETTINGS[-1])
+    by_pair: dict[str, Checked] = {}
+    by_length: dict[int, Checked] = {n: Checked() for n in LENGTHS}
+    by_setting: dict[str, Checked] = {s[0]: Checked() for s in CHECK_SETTINGS}
+    greedy_gap = 0.0
+    started = time.perf_counter()
+    for ex_label, _ in executors:
+        for va_label, validator in validators:
+            if ex_label != "fp32 cpu" and va_label not in ("fp32 cpu", ex_label):
+                continue
+            pair = by_pair.setdefault(f"{ex_label} -> {va_label}", Checked())
+            for setting, prompt, g in answered[ex_label]:
+                for n in LENGTHS:
+                    v = check(validator, setting, prompt, g.tokens[:n], g.top_logprobs[:n])
+                    pair.verdicts.append(v)
+                    by_length[n].verdicts.append(v)
+                    by_setting[setting].verdicts.append(v)
+                    if v.greedy:
+                        greedy_gap = max(
+                            greedy_gap, replay_check.GREEDY_TIE_NATS - v.support_margin
+                        )
+    log(f"  honest checks in {time.perf_counter() - started:.1f} s")
+
+    # --- cheats, judged by the fp32 validator ---------------------------------------------
     rnd = random.Random(3)
+    vocab = int(fp32.spec.vocab_size)
+    smaller = load_model(args.smaller) if args.smaller != name else None
+    other = build_model(dataclasses.replace(fp32.spec, weights_seed=2))
+    texts = [chat.encode_text(t) for t in CANNED_TEXTS]
+    cheats: dict[str, Checked] = {}
+    cheat_by_setting: dict[tuple[str, str], Checked] = {}
 
-    def edited(share: float) -> Callable[[inference.Generation], Any]:
-        def edit(g: inference.Generation) -> Any:
-            toks = list(g.tokens)
-            tops = [list(entries) for entries in g.top_logprobs]
-            for i in rnd.sample(range(len(toks)), max(1, round(share * len(toks)))):
-                new = rnd.choice([t for t in range(256) if t != toks[i]])
-                toks[i] = new
-                if all(t != new for t, _ in tops[i]):
-                    # The cheater claims the new token as likely as the best one.
-                    tops[i].append((new, tops[i][0][1]))
-            return toks, tops
-
-        return edit
-
-    def rounded(decimals: int) -> Callable[[inference.Generation], Any]:
-        def edit(g: inference.Generation) -> Any:
-            return g.tokens, [
-                [(t, min(0.0, round(lp, decimals))) for t, lp in e] for e in g.top_logprobs
-            ]
-
-        return edit
-
-    # The honest fp32 answers, greedy and T=1.0, edited afterwards.
-    greedy_and_hot = [
-        a for i, a in enumerate(by_fp32) if i % len(SETTINGS) in (0, len(SETTINGS) - 1)
-    ]
-    other = build_model(dataclasses.replace(spec, weights_seed=2))
-    dishonest: list[tuple[str, bool, list[float]]] = []
-    for label, model in (
-        ("another weights seed", other),
-        ("gonka-tiny instead", load_model("gonka-tiny")),
-        ("weights rounded to 4 bits", quantized_copy(fp32, 4)),
-    ):
-        dishonest.append(
-            (label, True, similarities(fp32, timed_answers(label, model, cheat_settings)))
+    def true_logprobs(prompt: list[int], toks: list[int], t: float, p: float) -> Any:
+        g = inference.generate(
+            fp32, prompt, len(toks), t, p, None, stop_tokens=(), enforced_tokens=toks
         )
-    for share in (0.1, 0.05, 0.02):
-        dishonest.append(
-            (
-                f"{share:.0%} of tokens edited, logprob claimed",
-                share >= 0.1,
-                similarities(fp32, greedy_and_hot, edited(share)),
-            )
-        )
-    dishonest.append(
-        (
-            "weights rounded to 8 bits (not a cheat)",
-            False,
-            similarities(
-                fp32, timed_answers("8-bit weights", quantized_copy(fp32, 8), cheat_settings)
-            ),
-        )
-    )
-    for decimals in (0, 1):
-        dishonest.append(
-            (
-                f"logprobs rounded to {decimals} decimals",
-                False,
-                similarities(fp32, greedy_and_hot, rounded(decimals)),
-            )
-        )
+        return g.tokens, g.top_logprobs
 
-    honest_rows = [(label, percentiles(v)) for label, v in honest]
+    def record(label: str, setting: str, v: replay_check.ReplayVerdict) -> None:
+        cheats.setdefault(label, Checked()).verdicts.append(v)
+        cheat_by_setting.setdefault((label, setting), Checked()).verdicts.append(v)
+
+    started = time.perf_counter()
+    for prompt in prompts:
+        for setting, temperature, top_p in CHECK_SETTINGS:
+            for seed in seeds if temperature > 0 else (0,):
+                for n in (7, 16, 64):
+                    text = texts[(seed + n) % len(texts)]
+                    start = rnd.randrange(0, max(1, len(text) - n))
+                    toks, tops = true_logprobs(prompt, text[start : start + n], temperature, top_p)
+                    v = check(fp32, setting, prompt, toks, tops)
+                    record(f"any text, true logprobs ({n} tokens)", setting, v)
+                random7 = [rnd.randrange(vocab) for _ in range(7)]
+                toks, tops = true_logprobs(prompt, random7, temperature, top_p)
+                record(
+                    "random 7 tokens, true logprobs",
+                    setting,
+                    check(fp32, setting, prompt, toks, tops),
+                )
+                made_up = [[(t, -0.1)] + [(u, -5.0) for u in range(4)] for t in random7]
+                record(
+                    "random 7 tokens, made-up logprobs",
+                    setting,
+                    check(fp32, setting, prompt, random7, made_up),
+                )
+                for label, model in (("a smaller model", smaller), ("another weights seed", other)):
+                    if model is None:
+                        continue
+                    g = inference.generate(
+                        model, prompt, 20, temperature, top_p, 2000 + seed, stop_tokens=()
+                    )
+                    toks20 = list(g.tokens)
+                    record(
+                        f"20 tokens from {label}, its logprobs",
+                        setting,
+                        check(fp32, setting, prompt, toks20, g.top_logprobs),
+                    )
+                    toks, tops = true_logprobs(prompt, toks20, temperature, top_p)
+                    record(
+                        f"20 tokens from {label}, true logprobs",
+                        setting,
+                        check(fp32, setting, prompt, toks, tops),
+                    )
+    log(f"  cheats in {time.perf_counter() - started:.1f} s")
+
+    columns = ("failed", "sim min", "margin min", "log10p min", "z min")
     print(
-        f"\n## Replay similarity ({name}, {len(prompts)} prompts x {len(SETTINGS)} settings "
-        f"[greedy, T=0.7, T=1.0 top_p=0.95], {tokens} tokens per answer)"
+        f"\n## Replay check ({name}; {len(prompts)} prompts; settings "
+        f"{', '.join(s[0] for s in CHECK_SETTINGS)}; {len(seeds)} seeds per sampled setting; "
+        f"every answer cut to {', '.join(map(str, LENGTHS))} tokens)"
     )
-    table("honest (executor -> validator)", honest_rows, ("min", "p5", "p50", "max"))
-    rows = [(f"{label}{'' if must else ' *'}", percentiles(v)) for label, must, v in dishonest]
-    table(
-        "dishonest (greedy and T=1.0; validator fp32 cpu; * not a must-catch)",
-        rows,
-        ("min", "p50", "p90", "max"),
+    check_table("honest, executor -> validator", list(by_pair.items()), columns)
+    check_table(
+        "honest, by length (all pairs)", [(f"{n} tokens", c) for n, c in by_length.items()], columns
     )
+    check_table("honest, by setting (all pairs)", list(by_setting.items()), columns)
+    cheat_columns = ("rate", "sim max", "margin min", "log10p max", "z max")
+    check_table("cheats, fp32 validator (rate: share failed)", list(cheats.items()), cheat_columns)
+    rows = [(f"{label} @ {setting}", c) for (label, setting), c in cheat_by_setting.items()]
+    check_table("cheats by setting", rows, ("rate", "log10p max", "z max"))
 
-    honest_max = max(1.0 - min(v) for _, v in honest)
-    must = [(label, v) for label, must_catch, v in dishonest if must_catch]
-
-    def fails_all(distance: float) -> bool:
-        # replay passes when similarity > threshold
-        return all(s <= round(1.0 - distance, 6) for _, v in must for s in v)
-
-    distance = choose(REPLAY_GRID, honest_max, fails_all)
-    threshold = round(1.0 - distance, 6)
-    weakest, weakest_values = max(must, key=lambda item: max(item[1]))
+    honest = [v for c in by_pair.values() for v in c.verdicts]
+    sims = [v.similarity for v in honest]
+    print(f"\nhonest answers failed: {sum(not v.passed for v in honest)} of {len(honest)}")
     print(
-        f"\nchosen replay threshold = {threshold:g} (distance {distance:g}): the largest "
-        f"distance of {REPLAY_GRID[0]:g} .. {REPLAY_GRID[-1]:g} that is >= {HONEST_FACTOR:g}x "
-        f"the honest max and below every must-catch answer"
+        f"  lowest similarity {min(sims):.4f} (distance {1 - min(sims):.4f}; the pass mark "
+        f"{inference.DEFAULT_REPLAY_THRESHOLD} is distance "
+        f"{1 - inference.DEFAULT_REPLAY_THRESHOLD:.2f}, "
+        f"{(1 - inference.DEFAULT_REPLAY_THRESHOLD) / max(1e-9, 1 - min(sims)):.1f}x it)"
     )
     print(
-        f"  honest side: lowest similarity {1 - honest_max:.4f} (distance {honest_max:.4f}): "
-        f"the threshold distance is {distance / honest_max:.1f}x it"
+        f"  largest greedy gap to the argmax {greedy_gap:.4f} nats (tie tolerance "
+        f"{replay_check.GREEDY_TIE_NATS})"
     )
+    sampled = [v for v in honest if not v.greedy]
     print(
-        f"  cheat side: highest must-catch similarity {max(weakest_values):.4f} ('{weakest}', "
-        f"distance {1 - max(weakest_values):.4f} = "
-        f"{(1 - max(weakest_values)) / distance:.2f}x the threshold distance)"
+        f"  sampled: smallest support margin {min(v.support_margin for v in sampled):.4f} nats "
+        f"(margin {replay_check.SUPPORT_MARGIN_NATS}, floor {replay_check.LOGPROB_FLOOR}); "
+        f"lowest log10_p {min(v.log10_p for v in sampled):.3f} (fails below "
+        f"{replay_check.LIKELIHOOD_LOG10_P}); lowest z {min(v.z_score for v in sampled):.3f}"
     )
-    for t in sorted({threshold, MAINNET_REPLAY}):
-        print(f"  answers that pass at {t:g}:")
-        for label, values in [*honest, *((lab, v) for lab, _, v in dishonest)]:
-            print(f"    {label:<46} {sum(v > t for v in values)} of {len(values)}")
-    return threshold
 
 
 def main() -> int:
@@ -508,7 +564,10 @@ def main() -> int:
     parser.add_argument("--nonces", type=int, default=256, help="nonces per honest PoC pair")
     parser.add_argument("--cheat-nonces", type=int, default=64, help="nonces per cheat")
     parser.add_argument("--prompts", type=int, default=4, help=f"1 to {len(PROMPTS)}")
-    parser.add_argument("--tokens", type=int, default=128, help="tokens per answer")
+    parser.add_argument("--seeds", type=int, default=3, help="answers per prompt and setting")
+    parser.add_argument(
+        "--smaller", default="gonka-tiny", help="the cheaper model a cheater answers with"
+    )
     parser.add_argument(
         "--cpu-dtypes", default="bf16", help="honest low precisions on the CPU (e.g. bf16,fp16)"
     )

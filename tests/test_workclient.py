@@ -12,6 +12,7 @@ from gonka_cli.errors import NodeUnreachable, RequestRefused
 from gonka_cli.workclient import WorkClient, WorkRefused, commits_closed, is_retryable
 from tests.conftest import StartNode, dead_url, node_url
 from tests.miner.helpers import mining_network
+from tests.node.network_helpers import fund_collateral, wait_locked
 
 
 def new_key() -> PrivateKey:
@@ -24,6 +25,7 @@ def test_answers_are_protocol_messages(start_node: StartNode) -> None:
     epoch = client.epoch()
     assert isinstance(epoch, p.EpochCurrent)
     assert epoch.poc.model == "gonka-tiny"
+    fund_collateral(node_url(node), client.address)
     registration = client.register(["gonka-tiny"], [{"id": "cpu"}])
     assert registration == p.Registration(
         client.address,
@@ -31,7 +33,11 @@ def test_answers_are_protocol_messages(start_node: StartNode) -> None:
         1,
         registration.registered_height,
         client.node_address(),
+        mining_network().collateral_ngonka,
+        registration.collateral_tx,
     )
+    assert registration.collateral_tx
+    assert client.stake().collateral_ngonka == mining_network().collateral_ngonka
     work = client.work(wait_s=0)
     assert isinstance(work, p.WorkBatch) and work.items == ()
 
@@ -55,7 +61,8 @@ def test_a_commit_outside_the_generate_phase_is_closed(start_node: StartNode) ->
         network=mining_network(epoch_blocks=400, poc_generate_blocks=1, poc_validate_blocks=1)
     )
     client = WorkClient(node_url(node), new_key())
-    client.register(["gonka-tiny"])
+    fund_collateral(node_url(node), client.address)
+    wait_locked(node_url(node), client.register(["gonka-tiny"]).to_dict())
     epoch = client.epoch()
     assert epoch.phase != "generate"
     with pytest.raises(WorkRefused) as caught:
@@ -70,6 +77,7 @@ def test_the_client_fails_over_to_the_next_node(start_node: StartNode) -> None:
     client = WorkClient([dead, node_url(node)], new_key())
     assert client.epoch().height >= 0  # the dead node is skipped
     assert client.url == node_url(node)
+    fund_collateral(node_url(node), client.address)
     assert client.register(["gonka-tiny"]).address == client.address
 
 

@@ -6,9 +6,9 @@
 - `checkpoints`: Hugging Face checkpoints run through `transformers`.
 - `hub`: the Hugging Face cache (list, pull, remove).
 - `tokenizer`: the byte-level tokenizer.
-- `artifacts`: one PoC artifact (12 fp16 values) and one MMR leaf, encoded and decoded.
+- `artifacts`: one PoC artifact (12 fp16 values) and one commitment leaf, encoded and decoded.
 - `poc`: nonces to artifacts.
-- `mmr`: the Merkle Mountain Range that commits to artifacts, with proofs.
+- `smst`: the sparse Merkle sum tree, keyed by nonce, that commits to artifacts, with proofs.
 - `validation`: checking a prover's answers and the binomial fraud test.
 - `inference`: generation with top-k logprobs and replay validation.
 

@@ -1,9 +1,10 @@
-"""One PoC artifact and one MMR leaf: their bytes, decoding and distance.
+"""One PoC artifact and one commitment leaf: their bytes, decoding and distance.
 
 An artifact is the k = 12 coordinates a nonce's forward pass ends in, as fp16 little-endian
-(24 bytes; base64 in JSON). A leaf of the commitment MMR is `LE32(nonce) || artifact`
-(28 bytes). Only the standard library is used here, so the node and the wallet-side tools can
-check artifacts without loading numpy or torch.
+(24 bytes; base64 in JSON). A leaf of the commitment (the sparse Merkle sum tree of
+`smst`) is `LE32(nonce) || artifact` (28 bytes), as on mainnet. Only the standard library is
+used here, so the node and the wallet-side tools can check artifacts without loading numpy
+or torch.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def artifact_distance(a: bytes, b: bytes) -> float:
 
 
 def leaf_data(nonce: int, artifact: bytes) -> bytes:
-    """The MMR leaf for one nonce: `LE32(nonce) || artifact` (28 bytes)."""
+    """The commitment leaf for one nonce: `LE32(nonce) || artifact` (28 bytes)."""
     check_nonce(nonce)
     if len(artifact) != ARTIFACT_BYTES:
         raise InvalidComputeInput(f"an artifact is {ARTIFACT_BYTES} bytes, got {len(artifact)}")
@@ -74,7 +75,7 @@ def leaf_data(nonce: int, artifact: bytes) -> bytes:
 def parse_leaf(data: bytes) -> tuple[int, bytes]:
     """Split a leaf into `(nonce, artifact)`; raise when it is not 28 bytes."""
     if len(data) != LEAF_BYTES:
-        raise InvalidComputeInput(f"an MMR leaf is {LEAF_BYTES} bytes, got {len(data)}")
+        raise InvalidComputeInput(f"a commitment leaf is {LEAF_BYTES} bytes, got {len(data)}")
     (nonce,) = _NONCE.unpack(data[:4])
     return nonce, bytes(data[4:])
 

@@ -28,8 +28,9 @@ a stop token (within `max_tokens`). All positions come from one prefill pass ove
 tokens (the prompt, then the tokens, through one KV cache) instead of a decode step per
 token.
 
-`replay` is the validator's side on the devnet: the executor's tokens enforced with the
-request's sampling, then Gonka's CompareLogits (`compute.compare_logits`).
+`replay` is mainnet's verdict on a replay: the executor's tokens enforced with the request's
+sampling, then Gonka's CompareLogits (`compute.compare_logits`). The devnet's validators use
+the stricter `replay_check.check_answer`, which also checks the tokens.
 """
 
 from __future__ import annotations

@@ -1,13 +1,14 @@
 """PoC validation of one prover: sampling, answer checks and the binomial fraud test.
 
-Reference §2, "Commitments and proofs". A prover has committed `(count, root)`, the MMR of
-its artifacts. The validator:
+Reference §2, "Commitments and proofs". A prover has committed `(count, root)`, the sparse
+Merkle sum tree of its artifacts keyed by nonce (`gonka_cli.compute.smst`). The validator:
 
 1. samples leaf indices with `sample_indices(seed, count, sample_size)`, where `seed` is
    something the prover could not predict when it committed (a fresh block hash);
 2. asks the prover for one `ProofAnswer` per sampled index (`build_answers` on the prover's
    side) and runs the structural checks of `check_answers`: exact coverage of the requested
-   indices, 12 finite fp16 values each, the MMR proof against the committed `(count, root)`,
+   indices, 12 finite fp16 values each, the SMST proof against the committed `(count, root)`
+   (path = the nonce's bits, rank = the sampled index, root count = the committed count),
    no nonce twice, and porosity `max|nonce| / count < max_porosity`;
 3. recomputes the sampled nonces itself and counts mismatches (L2 distance above
    `dist_threshold`); with `k` mismatches of `n` samples the prover is a fraud when
@@ -45,15 +46,18 @@ from gonka_cli.compute.artifacts import (
     leaf_data,
     parse_leaf,
 )
-from gonka_cli.compute.mmr import HASH_BYTES, MAX_COUNT, MMR, verify_proof
+from gonka_cli.compute.smst import MAX_DEPTH, PROOF_ITEM_BYTES, SMST, verify_proof
 from gonka_cli.errors import InvalidComputeInput, InvalidProof
 
 log = logging.getLogger(__name__)
 
 #: A sanity bound on `PocParams.sample_size` (the exact binomial test costs n^2).
 MAX_SAMPLE_SIZE = 10_000
-#: A proof has at most 2 * 62 hashes (MMR.MAX_COUNT = 2**62 leaves); longer is malformed.
-MAX_PROOF_HASHES = 124
+#: The largest count `sample_indices` draws from (a commitment proves at most
+#: `smst.MAX_COUNT` leaves; larger counts are refused by the node and fail every proof).
+MAX_SAMPLE_COUNT = 2**62
+#: A proof has one item per level of the tree, at most 32; longer is malformed.
+MAX_PROOF_ITEMS = MAX_DEPTH
 
 _SAMPLE_DOMAIN = b"gonka-poc-sample-v1"
 _LE64 = struct.Struct("<Q")
@@ -163,8 +167,8 @@ def sample_indices(seed: str | bytes, count: int, sample_size: int) -> list[int]
     for name, value in (("count", count), ("sample_size", sample_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise InvalidComputeInput(f"{name} must be a non-negative integer, got {value!r}")
-    if count > MAX_COUNT:
-        raise InvalidComputeInput(f"count must be at most {MAX_COUNT}, got {count}")
+    if count > MAX_SAMPLE_COUNT:
+        raise InvalidComputeInput(f"count must be at most {MAX_SAMPLE_COUNT}, got {count}")
     if count <= sample_size:
         return list(range(count))
 
@@ -201,8 +205,9 @@ class ProofAnswer:
     """A prover's answer for one sampled leaf.
 
     JSON (`to_dict`): `{"leaf_index": int, "nonce": int, "vector": base64 of the 24-byte
-    artifact (standard alphabet, padded), "proof": [lower-case hex of each 32-byte hash]}`.
-    The proof's order is documented in `gonka_cli.compute.mmr`.
+    artifact (standard alphabet, padded), "proof": [lower-case hex of each 36-byte item]}`,
+    where an item is a sibling's hash and its LE32 leaf count, from the root down
+    (`gonka_cli.compute.smst`). `leaf_index` is the nonce's rank in ascending uint32 order.
     """
 
     leaf_index: int
@@ -254,31 +259,32 @@ class ProofAnswer:
         except (binascii.Error, ValueError):
             raise InvalidComputeInput("vector is not valid base64") from None
         items = data["proof"]
-        if not isinstance(items, list) or len(items) > MAX_PROOF_HASHES:
-            raise InvalidProof(f"proof must be a list of at most {MAX_PROOF_HASHES} hex hashes")
+        if not isinstance(items, list) or len(items) > MAX_PROOF_ITEMS:
+            raise InvalidProof(f"proof must be a list of at most {MAX_PROOF_ITEMS} hex items")
         proof = []
         for item in items:
-            if not isinstance(item, str) or len(item) != 2 * HASH_BYTES:
-                raise InvalidProof(f"each proof hash is {2 * HASH_BYTES} hex characters")
+            if not isinstance(item, str) or len(item) != 2 * PROOF_ITEM_BYTES:
+                raise InvalidProof(f"each proof item is {2 * PROOF_ITEM_BYTES} hex characters")
             try:
                 proof.append(bytes.fromhex(item))
             except ValueError:
-                raise InvalidProof("a proof hash is not valid hex") from None
+                raise InvalidProof("a proof item is not valid hex") from None
         return cls(leaf_index=index, nonce=nonce, vector=vector, proof=tuple(proof))
 
 
 def build_answers(
-    mmr: MMR, requested: Sequence[int], count: int | None = None
+    tree: SMST, requested: Sequence[int], count: int | None = None
 ) -> tuple[ProofAnswer, ...]:
     """The prover's side: answers for `requested` against its commitment of `count` leaves.
 
-    `count` is the count the prover committed (default: all leaves); the proofs verify
-    against `mmr.root_at(count)`. Raises InvalidProof for an index outside `[0, count)`.
+    `count` is the count the prover committed (default: all leaves); the leaves and proofs
+    are those of the tree of its first `count` leaves, and verify against
+    `tree.root_at(count)`. Raises InvalidProof for an index outside `[0, count)`.
     """
     answers = []
     for index in requested:
-        proof = mmr.proof(index, count)
-        nonce, vector = parse_leaf(mmr.leaf(index))
+        data, proof = tree.leaf_and_proof(index, count)
+        nonce, vector = parse_leaf(data)
         answers.append(ProofAnswer(index, nonce, vector, tuple(proof)))
     return tuple(answers)
 
@@ -397,7 +403,9 @@ def check_answers(
         elif not NONCE_MIN <= nonce <= NONCE_MAX:
             reasons[index] = f"nonce {nonce} is outside int32"
         elif not verify_proof(root, count, index, answer.leaf_data, answer.proof):
-            reasons[index] = "the MMR proof does not match the committed root and count"
+            reasons[index] = (
+                "the sum-tree proof does not match the committed root, count and leaf index"
+            )
         else:
             checked[index] = answer
 

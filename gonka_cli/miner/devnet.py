@@ -24,8 +24,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: What a new devnet miner wallet receives from the faucet.
-FUNDING_NGONKA = 1_000 * 10**9
+#: What a new devnet miner wallet receives from the faucet: the default collateral that
+#: registering locks (1,000 GNK) and as much again to spend.
+FUNDING_NGONKA = 2_000 * 10**9
 _LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 

@@ -4,16 +4,17 @@
 nothing of the network) with the pull protocol of a gonka node (docs/protocol.md):
 
 - the **follower** (the calling thread) reads the current epoch. In a PoC generate phase it
-  opens the epoch's MMR (`MinerState.mmr_path`) and gives the pool a filler that hands out
+  opens the epoch's artifact store (`MinerState.artifacts_path`, a sparse Merkle sum tree
+  keyed by nonce) and gives the pool a filler that hands out
   nonce chunks; it checks each finished epoch's PoC verdict, the balance and what the
   network paid this address since the miner started (`GET .../earnings`);
 - the **poller** long-polls `GET /v1/work`, so the next work item is already here while the
-  devices compute the current one. Proof requests are answered from the MMR at once;
+  devices compute the current one. Proof requests are answered from that store at once;
   inference and validation tasks go to the pool ahead of any PoC chunk;
 - the **sender** (`sender.Sender`) delivers the outbox: the latest commit and every pending
   result, until the node acknowledges or refuses each.
 
-Nothing is sent that was not written first: artifacts go to the durable MMR, then the new
+Nothing is sent that was not written first: artifacts go to the durable store, then the new
 `(count, root)` to the outbox, then to the node. A node that cannot be reached is retried
 with exponential backoff and jitter while the devices keep computing what the phase allows;
 kill -9 at any moment loses at most the chunks being computed. The miner acts on the node's
@@ -32,7 +33,7 @@ from typing import Any
 
 from gonka_cli import protocol as p
 from gonka_cli.compute import artifacts as art
-from gonka_cli.compute.mmr import MMR
+from gonka_cli.compute.smst import SMST
 from gonka_cli.crypto.secp256k1 import PrivateKey
 from gonka_cli.errors import GonkaError, MinerError, NodeResponseError, NodeUnreachable
 from gonka_cli.miner.backoff import Backoff
@@ -42,7 +43,7 @@ from gonka_cli.miner.sender import POC_PROOF, Sender
 from gonka_cli.miner.state import MinerState
 from gonka_cli.miner.stats import DeviceStats, GeneratePhase
 from gonka_cli.miner.status import ChainView, Tally, snapshot, summary
-from gonka_cli.miner.worker import INFERENCE, POC, VALIDATION, Done, Task
+from gonka_cli.miner.worker import INFERENCE, POC, POC_VALIDATION, VALIDATION, Done, Task
 from gonka_cli.workclient import WorkClient, WorkRefused, is_retryable, refusal_code
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ log = logging.getLogger(__name__)
 __all__ = ["GENERATE", "INFERENCE_PHASE", "VALIDATE", "Miner", "MinerConfig"]
 
 GENERATE, VALIDATE, INFERENCE_PHASE = "generate", "validate", "inference"
-#: How many epochs back an MMR is kept while its verdict is awaited.
+#: How many epochs back an artifact store is kept while its verdict is awaited.
 _KEEP_AWAITED_EPOCHS = 10
 #: Errors of a node that answered with something unusable: retried like an unreachable one.
 _NODE_TROUBLE = (NodeUnreachable, NodeResponseError, p.ProtocolError)
@@ -78,7 +79,7 @@ class PocJob:
     seed: str
     model: str
     seq_len: int
-    mmr: MMR
+    store: SMST
     #: Monotonic times: when the phase was seen to start and (predicted or seen) to end.
     started: float
     ends_at: float
@@ -128,7 +129,7 @@ class Miner:
         self._seen_items: set[str] = set()
         self._jobs: dict[int, PocJob] = {}
         self._job: PocJob | None = None
-        self._mmrs: dict[int, MMR] = {}
+        self._stores: dict[int, SMST] = {}
         self._phases: list[GeneratePhase] = []
         self._view: p.EpochCurrent | None = None
         self._view_at = 0.0
@@ -244,8 +245,8 @@ class Miner:
                 self._shutdown()
             result = self.summary()
         finally:
-            for mmr in self._mmrs.values():
-                mmr.close()
+            for store in self._stores.values():
+                store.close()
             self.state.close()
         if self._fatal is not None:
             raise self._fatal
@@ -406,8 +407,8 @@ class Miner:
         if job is None:
             return
         leaves = [art.leaf_data(n, v) for n, v in zip(nonces, done.result, strict=True)]
-        job.mmr.append_many(leaves)
-        count, root = job.mmr.count, job.mmr.root().hex()
+        job.store.insert_many(leaves)
+        count, root = job.store.count, job.store.root().hex()
         if job.active and self.state is not None:
             self.state.record_commit(job.epoch, job.model, count, root)
             if self._sender is not None:
@@ -511,31 +512,31 @@ class Miner:
             elif job.active:
                 job.ends_at = ends_at
         if self.state is not None and (previous is None or previous.epoch != view.epoch):
-            # MMRs of epochs still awaiting a verdict stay, for a while: a node that never
+            # Stores of epochs still awaiting a verdict stay, for a while: a node that never
             # settles them must not fill the disk.
             awaited = {
                 e for e in self._verdicts_due() if e >= view.epoch - _KEEP_AWAITED_EPOCHS
             } - self._verdicts_done
             self.state.prune(view.epoch, keep=awaited)
-            for old in [e for e in self._mmrs if e < view.epoch - 2 and e not in awaited]:
-                self._mmrs.pop(old).close()
+            for old in [e for e in self._stores if e < view.epoch - 2 and e not in awaited]:
+                self._stores.pop(old).close()
                 self._jobs.pop(old, None)
 
-    def _mmr(self, epoch: int) -> MMR:
+    def _store(self, epoch: int) -> SMST:
         assert self.state is not None
-        if epoch not in self._mmrs:
-            self._mmrs[epoch] = MMR(self.state.mmr_path(epoch))
-        return self._mmrs[epoch]
+        if epoch not in self._stores:
+            self._stores[epoch] = SMST(self.state.artifacts_path(epoch))
+        return self._stores[epoch]
 
     def _start_job(self, view: p.EpochCurrent, ends_at: float, saw_start: bool) -> None:
         assert view.seed is not None
-        mmr = self._mmr(view.epoch)
+        store = self._store(view.epoch)
         job = PocJob(
             epoch=view.epoch,
             seed=view.seed,
             model=view.poc.model,
             seq_len=view.poc.seq_len,
-            mmr=mmr,
+            store=store,
             started=time.monotonic(),
             ends_at=ends_at,
             saw_start=saw_start,
@@ -549,7 +550,7 @@ class Miner:
             "generate_started",
             epoch=job.epoch,
             model=job.model,
-            resumed_count=mmr.count,
+            resumed_count=store.count,
             seconds_left=round(ends_at - job.started, 2),
         )
 
@@ -687,7 +688,20 @@ class Miner:
 
     def _register(self, again: bool = False) -> None:
         assert self.state is not None
-        self.client.register(self.models, [_device_info(d) for d in self.config.devices])
+        # Registering locks the network's collateral from the wallet. Funding sent just
+        # before (the devnet's new wallet) counts once it is in a block: wait a few blocks.
+        patience = time.monotonic() + max(5.0, 5 * self._block_time_s())
+        while True:
+            try:
+                self.client.register(self.models, [_device_info(d) for d in self.config.devices])
+                break
+            except WorkRefused as exc:
+                if refusal_code(exc) != p.ErrorCode.INSUFFICIENT_COLLATERAL:
+                    raise
+                if time.monotonic() > patience or self._stop.is_set():
+                    # The node's words say how much is needed and how to fund it.
+                    raise MinerError(f"cannot register {self.address}: {exc.reason}") from None
+                self._stop.wait(0.5)
         self._emit(
             "registered",
             address=self.address,
@@ -706,7 +720,7 @@ class Miner:
         except GonkaError as exc:
             log.warning("registering again failed: %s", exc)
 
-    def _take_item(self, item: p.ProofRequest | p.InferenceTask | p.ValidationTask) -> None:
+    def _take_item(self, item: p.AnyWorkItem) -> None:
         assert self.state is not None
         with self._lock:
             if item.id in self._seen_items:
@@ -719,11 +733,12 @@ class Miner:
             self._answer_proof(item)
             return
         assert self.pool is not None
-        kind, priority = (
-            (INFERENCE, PRIORITY_WORK)
-            if isinstance(item, p.InferenceTask)
-            else (VALIDATION, PRIORITY_VALIDATION)
-        )
+        if isinstance(item, p.InferenceTask):
+            kind, priority = INFERENCE, PRIORITY_WORK
+        elif isinstance(item, p.PocValidationTask):
+            kind, priority = POC_VALIDATION, PRIORITY_VALIDATION
+        else:
+            kind, priority = VALIDATION, PRIORITY_VALIDATION
         self.pool.submit(Task(kind, item.to_dict(), item), priority)
 
     def _answer_proof(self, item: p.ProofRequest) -> None:
@@ -732,13 +747,14 @@ class Miner:
         assert self.state is not None
         epoch = item.epoch
         try:
-            mmr = self._mmr(epoch) if self.state.mmr_path(epoch).exists() else None
-            if mmr is None or mmr.count < item.count:
+            path = self.state.artifacts_path(epoch)
+            store = self._store(epoch) if path.exists() else None
+            if store is None or store.count < item.count:
                 raise MinerError(
                     f"the artifacts of epoch {epoch} are not on this machine "
-                    f"({0 if mmr is None else mmr.count} of {item.count})"
+                    f"({0 if store is None else store.count} of {item.count})"
                 )
-            answers = build_answers(mmr, list(item.leaf_indices), item.count)
+            answers = build_answers(store, list(item.leaf_indices), item.count)
         except GonkaError as exc:
             self._reject(POC_PROOF, f"cannot answer: {exc}", epoch=epoch)
             return

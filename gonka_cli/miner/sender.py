@@ -18,7 +18,7 @@ from gonka_cli.errors import NodeResponseError, NodeUnreachable, RequestRefused
 from gonka_cli.miner.backoff import Backoff
 from gonka_cli.miner.state import ACKED, REJECTED, MinerState
 from gonka_cli.miner.status import Tally
-from gonka_cli.miner.worker import INFERENCE, VALIDATION
+from gonka_cli.miner.worker import INFERENCE, POC_VALIDATION, VALIDATION
 from gonka_cli.workclient import WorkClient, commits_closed, is_retryable, node_reason, refusal_code
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,12 @@ log = logging.getLogger(__name__)
 __all__ = ["POC_PROOF", "Sender"]
 
 POC_PROOF = "poc_proof"
-_COUNTERS = {POC_PROOF: "proofs_answered", INFERENCE: "inference_tasks", VALIDATION: "validations"}
+_COUNTERS = {
+    POC_PROOF: "proofs_answered",
+    INFERENCE: "inference_tasks",
+    VALIDATION: "validations",
+    POC_VALIDATION: "validations",
+}
 
 
 class Sender:

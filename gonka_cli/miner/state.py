@@ -9,7 +9,8 @@ One directory per wallet and network (`MinerState.open_for`), locked by the runn
   not reach the node is sent again; only the latest one matters, as counts never go down.
   Nonces are reserved here before they are computed, so a restarted miner never computes a
   nonce twice, and only as many as are handed out, so that a restart leaves no wide gap.
-- `epoch-N.mmr` — the epoch's artifacts (`compute.mmr.MMR`, one durable SQLite file).
+- `epoch-N.smst` — the epoch's artifacts, keyed by nonce (`compute.smst.SMST`, one durable
+  SQLite file). Files `epoch-N.mmr` of earlier versions are only pruned.
 
 Every write is one SQLite transaction (`storage.transaction`, rolled back on any error) on a
 connection opened with `synchronous=FULL` (`storage.open_sqlite`): kill -9 or a power cut at
@@ -35,7 +36,7 @@ from gonka_cli.storage import open_sqlite, transaction
 log = logging.getLogger(__name__)
 
 PENDING, ACKED, REJECTED = "pending", "acked", "rejected"
-#: Epochs of MMR files and finished outbox rows kept behind the current one.
+#: Epochs of artifact files and finished outbox rows kept behind the current one.
 KEEP_EPOCHS = 2
 
 _SCHEMA = """
@@ -250,14 +251,16 @@ class MinerState:
 
     # -- artifacts -----------------------------------------------------------------------
 
-    def mmr_path(self, epoch: int) -> Path:
-        return self.directory / f"epoch-{epoch}.mmr"
+    def artifacts_path(self, epoch: int) -> Path:
+        """The epoch's artifact store (`compute.smst.SMST`)."""
+        return self.directory / f"epoch-{epoch}.smst"
 
     def prune(self, current_epoch: int, keep: Collection[int] = ()) -> None:
-        """Drop the MMRs and finished rows of epochs long over, except the epochs in `keep`
-        (a verdict still awaited); pending rows always stay."""
+        """Drop the artifact files and finished rows of epochs long over, except the epochs in
+        `keep` (a verdict still awaited); pending rows always stay."""
         oldest = current_epoch - KEEP_EPOCHS
-        for file in self.directory.glob("epoch-*.mmr*"):
+        files = [*self.directory.glob("epoch-*.smst*"), *self.directory.glob("epoch-*.mmr*")]
+        for file in files:
             try:
                 epoch = int(file.name.split(".")[0].removeprefix("epoch-"))
             except ValueError:

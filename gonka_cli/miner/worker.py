@@ -1,7 +1,9 @@
 """One compute process per device, and its handle in the miner.
 
 The process (`worker_main`) loads the models once, then runs the tasks it is sent over a pipe
-one at a time: a chunk of PoC nonces, an inference task or a validation task. Each answer
+one at a time: a chunk of PoC nonces, an inference task or a validation task (and for the
+ML node, `gonka mlnode serve`: a PoC chunk given as an explicit nonce list, a recomputation
+for a PoC validation job, a chat completion). Each answer
 carries the monotonic start and end of the compute, which is how the miner measures how busy
 the device is (`time.monotonic` is one clock for every process on the machine).
 
@@ -28,6 +30,11 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 POC, INFERENCE, VALIDATION = "poc", "inference", "validation"
+#: The devnet's PoC vote: recompute another participant's sampled nonces and judge them.
+POC_VALIDATION = "poc_validation"
+#: Kinds the ML node (`gonka mlnode serve`) adds: recomputing a prover's nonces for a PoC
+#: validation job (requeued on a crash, unlike a PoC chunk), and an OpenAI chat completion.
+POC_RECOMPUTE, CHAT = "poc_recompute", "chat"
 
 _ids = itertools.count(1)
 
@@ -68,7 +75,8 @@ def worker_main(conn: Any, torch_device: str, models: list[str], poc_model: str)
         engine = runner.engine(poc_model)
         for name in models:
             runner.model(name)
-        conn.send(("ready", {"pid": os.getpid(), **engine.to_dict()}))
+        specs = {name: _spec_info(runner.model(name)) for name in models}
+        conn.send(("ready", {"pid": os.getpid(), **engine.to_dict(), "models": specs}))
     except Exception as exc:
         _send_quietly(conn, ("fatal", f"{type(exc).__name__}: {' '.join(str(exc).split())}"))
         return
@@ -93,6 +101,11 @@ def worker_main(conn: Any, torch_device: str, models: list[str], poc_model: str)
             reply = ("done", task_id, result, started, time.monotonic())
         if not _send_quietly(conn, reply):
             return
+
+
+def _spec_info(model: Any) -> dict[str, Any]:
+    spec = model.spec
+    return {"max_seq_len": int(spec.max_seq_len), "poc_seq_len": int(spec.poc_seq_len)}
 
 
 def _poc_rate(engine: PocEngine, min_time_s: float = 0.5) -> float:
@@ -149,12 +162,20 @@ class _Runner:
         return self._models[name]
 
     def run(self, kind: str, payload: dict[str, Any]) -> Any:
+        if kind == POC_RECOMPUTE or (kind == POC and "nonces" in payload):
+            return self.poc_nonces(payload)
         if kind == POC:
             return self.poc(payload)
+        if kind == CHAT:
+            return self.chat(payload)
         if kind == INFERENCE:
             return self.inference(payload)
         if kind == VALIDATION:
             return self.validation(payload)
+        if kind == POC_VALIDATION:
+            return run_poc_validation(
+                payload, self.engine(payload["model"], payload["seq_len"]).compute
+            )
         raise ValueError(f"unknown task kind {kind!r}")
 
     def engine(self, name: str, seq_len: int | None = None) -> PocEngine:
@@ -207,11 +228,56 @@ class _Runner:
         engine = self.engine(p["model"], p["seq_len"])
         return engine.compute(p["seed"], p["pubkey"], range(p["first"], p["first"] + p["count"]))
 
+    def poc_nonces(self, p: dict[str, Any]) -> list[tuple[int, bytes]]:
+        """The ML node's PoC task: an explicit nonce list, the block hash and public key
+        verbatim, `seq_len` and `strong` from the round. Gives `(nonce, artifact)` pairs; a
+        nonce whose hidden state held NaN is left out (spec: dropped, never sent)."""
+        from gonka_cli.compute.poc import PocInputParams, compute_poc
+
+        model = self.model(p["model"])
+        params = PocInputParams(seq_len=p["seq_len"], strong_inputs=bool(p.get("strong")))
+        batch = self.engine(p["model"], p["seq_len"]).batch_size
+        result = compute_poc(
+            model, p["block_hash"], p["public_key"], p["nonces"], params=params, batch_size=batch
+        )
+        return list(zip(result.nonces, result.artifacts, strict=True))
+
+    def chat(self, p: dict[str, Any]) -> dict[str, Any]:
+        """An OpenAI chat completion body (`compute.chat`), `model` named as served."""
+        from gonka_cli.compute.chat import ChatRequest, complete
+
+        model = self.model(p["model"])
+        request = ChatRequest.from_dict(p["body"])
+        limit = p.get("max_model_len")
+        if limit:  # inference/up's --max-model-len, checked as vLLM checks it
+            request = _within_context(model, request, int(limit))
+        return complete(model, request, model_name=p.get("served")).to_dict()
+
     def inference(self, item: dict[str, Any]) -> dict[str, Any]:
         return run_inference(self.model(item["model"]), item)
 
     def validation(self, item: dict[str, Any]) -> dict[str, Any]:
         return run_validation(self.model(item["model"]), item)
+
+
+def _within_context(model: Any, request: Any, limit: int) -> Any:
+    """`request` with its `max_tokens` within a `limit`-token context (the rest of the
+    context when it asks none); InvalidComputeInput when the prompt and `max_tokens` exceed it."""
+    import dataclasses
+
+    from gonka_cli.compute.tokenizer import tokenizer_for
+    from gonka_cli.errors import InvalidComputeInput
+
+    prompt = len(tokenizer_for(model).chat_ids(request.messages))
+    wanted = request.max_tokens
+    if prompt + (wanted or 1) > limit:
+        raise InvalidComputeInput(
+            f"this model's maximum context length is {limit} tokens; the messages take "
+            f"{prompt} and max_tokens asks {wanted or 1} more"
+        )
+    if wanted is None:
+        request = dataclasses.replace(request, max_tokens=limit - prompt)
+    return request
 
 
 def run_inference(model: Any, item: dict[str, Any]) -> dict[str, Any]:
@@ -235,20 +301,66 @@ def run_inference(model: Any, item: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_validation(model: Any, item: dict[str, Any]) -> dict[str, Any]:
-    """The result body of a validation work item: the replay's verdict and similarity."""
-    from gonka_cli.compute.inference import replay
+    """The result body of a validation work item: the devnet's replay check
+    (`replay_check.check_answer`), its verdict and statistics as `ValidationResult`."""
+    from gonka_cli.compute.replay_check import check_answer
+    from gonka_cli.protocol import ValidationResult
 
-    result = replay(
+    verdict = check_answer(
         model,
         item["prompt_tokens"],
         item["tokens"],
         item["top_logprobs"],
+        # Processed logprobs and the support depend on the request's sampling (an older
+        # node sends none: vLLM's defaults).
+        {
+            "temperature": item.get("temperature", 1.0),
+            "top_p": item.get("top_p", 1.0),
+            "top_k": item.get("top_k", 0),
+        },
         item["threshold"],
-        # Processed logprobs depend on the request's sampling (an older node sends none).
-        temperature=item.get("temperature", 1.0),
-        top_p=item.get("top_p", 1.0),
     )
-    return {"passed": result.passed, "similarity": result.similarity}
+    return ValidationResult(
+        verdict.passed,
+        verdict.similarity,
+        verdict.support_margin,
+        verdict.log10_p,
+        verdict.z_score,
+        verdict.reason,
+    ).to_dict()
+
+
+def run_poc_validation(
+    item: dict[str, Any], compute: Callable[[str, str, Sequence[int]], list[bytes]]
+) -> dict[str, Any]:
+    """The result body of a `poc_validation` work item: recompute the prover's nonces with
+    `compute(seed, pubkey, nonces)`, count the mismatches (a vector that is not 12 finite fp16
+    values, or farther than `dist_threshold` from the recomputed one), and vote by the
+    binomial test (`PocValidationResult`)."""
+    import base64
+    import binascii
+
+    from gonka_cli.compute.artifacts import ARTIFACT_BYTES, artifact_distance, decode_artifact
+    from gonka_cli.compute.validation import fraud_cutoff
+    from gonka_cli.errors import InvalidComputeInput
+    from gonka_cli.protocol import PocValidationResult
+
+    nonces = list(item["nonces"])
+    own = compute(item["seed"], item["pubkey"], nonces)
+    threshold = float(item["dist_threshold"])
+    mismatches = 0
+    for text, mine in zip(item["vectors"], own, strict=True):
+        try:
+            vector = base64.b64decode(text, validate=True)
+            if len(vector) != ARTIFACT_BYTES:
+                raise InvalidComputeInput("wrong length")
+            decode_artifact(vector)  # NaN or infinite values are a mismatch
+            far = artifact_distance(vector, mine) > threshold
+        except (binascii.Error, ValueError, InvalidComputeInput):
+            far = True
+        mismatches += far
+    cutoff = fraud_cutoff(len(nonces), float(item["p_mismatch"]), float(item["alpha"]))
+    return PocValidationResult(mismatches < cutoff, mismatches).to_dict()
 
 
 # --- the miner's side ------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 """What the parts of the network side share: the ledger, the parameters, the state database,
-the node's key, the worker thread that recomputes, and the clock of epochs.
+the node's key, the worker threads that recompute, and the clock of epochs.
 
 `Network` (`node/network.py`) builds one `NetworkContext` and hands it to each part
 (participants, work queue, PoC round, inference market, settlement). Everything here runs on
-the node's event loop; only recomputations and replays run on the worker thread.
+the node's event loop; only recomputations and replays run on the worker threads.
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ class NetworkContext:
         self.db = db
         self.key = key
         self.address = ledger.node_address
+        #: The worker threads that recompute PoC answers and replay inferences.
+        self.validator_threads = validator_threads
         self.validator = ThreadPoolExecutor(validator_threads, "gonka-validate")
         self._tasks: set[asyncio.Future[Any]] = set()
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from gonka_cli.chain.amount import MAX_AMOUNT
 from gonka_cli.errors import GenesisError
 from gonka_cli.protocol import EpochSchedule, PhaseSpan
 from gonka_cli.validate import is_int, is_number
@@ -62,6 +63,32 @@ class NetworkParams:
     #: The share of inferences validated by replay (chosen by the epoch's secret).
     validation_share: float = 0.1
     replay_threshold: float = 0.96
+    # -- validators (docs/protocol.md "PoC validation", "Validation by replay") --
+    #: Validators drawn by PoC weight for each sampled inference and each accepted proof
+    #: answer (fewer when fewer participants have weight; the node itself when none has).
+    inference_validators: int = 3
+    poc_validators: int = 3
+    #: PoC votes are due this many blocks after the validate phase (at most the epoch's end).
+    poc_vote_blocks: int = 10
+    #: The share of disputed verdicts (votes not unanimous) the node re-checks itself.
+    dispute_recheck_share: float = 0.5
+    #: Nonces the node recomputes itself per epoch (0: no limit).
+    recompute_budget_nonces: int = 100_000
+    # -- stake (docs/protocol.md "Stake") --
+    #: Locked from the wallet at registration; 0 turns stake off (nothing locked, no slash).
+    collateral_ngonka: int = 1_000 * GNK
+    #: Share of the collateral burned for a PoC verdict `fraud` or `invalid`.
+    slash_fraction_fraud: float = 0.2
+    #: Share of the collateral burned for each inference answer that fails its replay.
+    slash_fraction_failed_validation: float = 0.01
+    #: Epochs after a fraud verdict's own in which the participant has no weight.
+    jail_epochs: int = 2
+    #: Epochs after the one of a leave request whose settlement returns the collateral.
+    unbonding_epochs: int = 1
+    #: Paid (minted) per validation vote the weighted majority agreed with.
+    validation_reward_ngonka: int = 100_000
+    #: Failed replays recorded in this many latest epochs divide a participant's dispatch share.
+    penalty_window_epochs: int = 3
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,7 +119,14 @@ class NetworkParams:
             value = getattr(self, name)
             if not is_int(value) or value < 1:
                 raise GenesisError(f"genesis network: {name} must be a positive integer")
-        for name in ("poc_seq_len", "epoch_reward_ngonka", "price_per_token_ngonka"):
+        for name in (
+            "poc_seq_len",
+            "epoch_reward_ngonka",
+            "price_per_token_ngonka",
+            "collateral_ngonka",
+            "jail_epochs",
+            "validation_reward_ngonka",
+        ):
             value = getattr(self, name)
             if not is_int(value) or value < 0:
                 raise GenesisError(f"genesis network: {name} must be an integer >= 0")
@@ -109,6 +143,26 @@ class NetworkParams:
             raise GenesisError("genesis network: validation_share must be between 0 and 1")
         if not is_number(self.replay_threshold) or not 0 < self.replay_threshold < 1:
             raise GenesisError("genesis network: replay_threshold must be between 0 and 1")
+        for name in ("inference_validators", "poc_validators", "poc_vote_blocks"):
+            value = getattr(self, name)
+            if not is_int(value) or value < 1:
+                raise GenesisError(f"genesis network: {name} must be a positive integer")
+        if not is_int(self.recompute_budget_nonces) or self.recompute_budget_nonces < 0:
+            raise GenesisError("genesis network: recompute_budget_nonces must be an integer >= 0")
+        if not is_number(self.dispute_recheck_share) or not 0 <= self.dispute_recheck_share <= 1:
+            raise GenesisError("genesis network: dispute_recheck_share must be between 0 and 1")
+        for name in ("slash_fraction_fraud", "slash_fraction_failed_validation"):
+            value = getattr(self, name)
+            if not is_number(value) or not 0 <= value <= 1:
+                raise GenesisError(f"genesis network: {name} must be between 0 and 1")
+        for name in ("unbonding_epochs", "penalty_window_epochs"):
+            # At least one epoch: a replay is settled up to one epoch after its request, and
+            # the collateral must still be there to slash.
+            value = getattr(self, name)
+            if not is_int(value) or value < 1:
+                raise GenesisError(f"genesis network: {name} must be a positive integer")
+        if self.collateral_ngonka > MAX_AMOUNT or self.validation_reward_ngonka > MAX_AMOUNT:
+            raise GenesisError("genesis network: amounts must be at most 2^256 - 1 ngonka")
         if not isinstance(self.poc_model, str):
             raise GenesisError("genesis network: poc_model must be a model name")
         from gonka_cli.compute.models import get_spec

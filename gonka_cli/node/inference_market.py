@@ -4,8 +4,13 @@ handed back, and a share of them validated by replay.
 A request escrows its price at once (a system transaction), waits for a responsive executor
 serving its model (chosen with probability proportional to 1 + its PoC weight), and is tried
 again elsewhere when an executor lets its task expire. Whether an answer is replayed is decided
-by the secret of the epoch the answer arrives in. Inference records are durable; requests
-waiting for an executor are not (they are refunded at settlement after a restart).
+by the secret of the epoch the answer arrives in. A chosen answer is replayed by up to
+`inference_validators` validators drawn by PoC weight (never the executor, never a key without
+weight); their votes count by that weight, the node replays the answer itself when no such
+validator exists, when none answers in time, on a tie, and for a share of the disputed
+ballots, and the verdict marks each vote it contradicts (`votes.py`). Inference records and
+votes are durable; requests waiting for an executor and open ballots are not (requests are
+refunded at settlement after a restart, open ballots settle as not validated).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from gonka_cli.node import votes as vt
 from gonka_cli.node.context import NetworkContext
 from gonka_cli.node.ledger import ESCROW_ADDRESS, FundsShort
 from gonka_cli.node.participants import Participant, Participants
@@ -73,6 +79,20 @@ CREATE INDEX IF NOT EXISTS inferences_unsettled ON inferences (settled_epoch);
 
 
 @dataclass
+class ReplayBallot:
+    """The validators drawn to replay one inference answer, and their votes so far."""
+
+    inference_id: str
+    payload: dict[str, Any]
+    #: validator -> the weight it was drawn with.
+    weights: dict[str, int]
+    #: validator -> its `validation` item.
+    items: dict[str, str]
+    #: validator -> its vote and the similarity it reported.
+    votes: dict[str, tuple[vt.Vote, float]] = field(default_factory=dict)
+
+
+@dataclass
 class InferenceJob:
     id: str
     epoch: int
@@ -113,6 +133,10 @@ class InferenceMarket:
         self._epoch_secret = epoch_secret
         self._jobs: dict[str, InferenceJob] = {}
         self._waiting: deque[str] = deque()  # inference ids waiting for an executor
+        #: inference id -> the ballot of its validators, until it is closed.
+        self.ballots: dict[str, ReplayBallot] = {}
+        #: inference id -> the votes of a disputed ballot, waiting for the node's replay.
+        self._disputes: dict[str, list[vt.Vote]] = {}
         # Spreads load, guards nothing: validation is chosen by the epoch's secret instead.
         self._rng = random.Random(secrets.randbits(64))  # noqa: S311
 
@@ -186,10 +210,12 @@ class InferenceMarket:
         return job
 
     def _choose(self, candidates: list[Participant]) -> Participant:
-        """One candidate, with probability proportional to 1 + its accepted PoC weight."""
+        """One candidate, with probability proportional to (1 + its accepted PoC weight) /
+        (1 + its recent failed replays)."""
         _, weights = self._weights()
+        share = self._participants.dispatch_weight
         return self._rng.choices(
-            candidates, weights=[1 + weights.get(p.address, 0) for p in candidates]
+            candidates, weights=[share(p, weights.get(p.address, 0)) for p in candidates]
         )[0]
 
     def dispatch(self) -> None:
@@ -348,63 +374,138 @@ class InferenceMarket:
             "temperature": job.sampling["temperature"],
             "top_p": job.sampling["top_p"],
         }
-        candidates = [
-            p for p in self._participants.candidates(job.model, {executor}) if p.address != executor
-        ]
-        if not candidates:
-            # Nobody else serves the model: the node replays it itself.
+        drawn = self.draw_validators(job.model, executor)
+        if not drawn:
+            # Nobody else with weight serves the model: the node replays it itself.
             self._ctx.spawn(self._replay_on_node(payload))
             return
-        validator = self._rng.choice(candidates)
         timeout = 2 * self._ctx.params.inference_timeout_s
-        item = WorkItem(
-            id=uuid.uuid4().hex,
-            kind=VALIDATION_TASK,
-            assignee=validator.address,
-            payload=payload,
-            deadline=time.time() + timeout,
-        )
+        ballot = ReplayBallot(job.id, payload, drawn, {})
+        for validator in drawn:
+            item = WorkItem(
+                id=uuid.uuid4().hex,
+                kind=VALIDATION_TASK,
+                assignee=validator,
+                payload=payload,
+                deadline=time.time() + timeout,
+            )
+            ballot.items[validator] = item.id
+            self._queue.push(item)
+            asyncio.get_running_loop().call_later(timeout, self._validation_timeout, item.id)
+        self.ballots[job.id] = ballot
         with transaction(self._ctx.db):
             self._ctx.db.execute(
-                "UPDATE inferences SET validator = ? WHERE id = ?", (validator.address, job.id)
+                "UPDATE inferences SET validator = ? WHERE id = ?", (",".join(drawn), job.id)
             )
-        self._queue.push(item)
-        asyncio.get_running_loop().call_later(timeout, self._validation_timeout, item.id)
+
+    def network_weight(self) -> int:
+        """The total accepted PoC weight: a failed replay stands on votes alone only when its
+        invalid votes hold more than half of it (`votes.verdict`)."""
+        return sum(self._weights()[1].values())
+
+    def draw_validators(self, model: str, executor: str) -> dict[str, int]:
+        """`validator -> weight`: up to `inference_validators` participants serving `model`,
+        drawn by accepted PoC weight among the eligible, responsive ones other than the
+        executor. A participant without weight is never drawn."""
+        _, weights = self._weights()
+        epoch = self._ctx.view().epoch
+        eligible = getattr(self._participants, "eligible", None)
+        candidates = [
+            p.address
+            for p in self._participants.candidates(model, {executor})
+            if p.address != executor
+            and weights.get(p.address, 0) > 0
+            and (not callable(eligible) or eligible(p.address, epoch))
+        ]
+        chosen = vt.draw(candidates, weights, self._ctx.params.inference_validators, self._rng)
+        return {a: weights[a] for a in chosen}
 
     def _validation_timeout(self, item_id: str) -> None:
         item = self._queue.expire(item_id)
-        if item is not None:
-            self._ctx.spawn(self._replay_on_node(item.payload))
+        if item is None:
+            return
+        ballot = self.ballots.get(item.payload["inference_id"])
+        if ballot is not None and self._all_in(ballot):
+            self._close(ballot)
+
+    def _all_in(self, ballot: ReplayBallot) -> bool:
+        """Every drawn validator voted or let its item expire."""
+        for item_id in ballot.items.values():
+            item = self._queue.items.get(item_id)
+            if item is not None and item.state == "open":
+                return False
+        return True
+
+    def _close(self, ballot: ReplayBallot) -> None:
+        """The votes in hand decide by weight; a validator that did not answer does not
+        count. No vote, a tie, or a disputed ballot picked for a re-check: the node replays
+        the answer itself and its result decides."""
+        if self.ballots.pop(ballot.inference_id, None) is None:
+            return
+        for validator, item_id in ballot.items.items():
+            if validator not in ballot.votes:
+                self._queue.expire(item_id)
+        votes = sorted((v for v, _ in ballot.votes.values()), key=lambda v: v.validator)
+        decided = vt.verdict(votes, self.network_weight())
+        disputed = not vt.unanimous(votes)
+        recheck = disputed and vt.selected_for_recheck(
+            self._epoch_secret(self._ctx.view().epoch),
+            ballot.inference_id,
+            self._ctx.params.dispute_recheck_share,
+        )
+        if decided is None or recheck:
+            self._disputes[ballot.inference_id] = votes
+            self._ctx.spawn(self._replay_on_node(ballot.payload))
+            return
+        similarities = sorted(s for v, s in ballot.votes.values() if v.valid == decided)
+        self._record_replay(
+            ballot.inference_id,
+            decided,
+            similarities[len(similarities) // 2],
+            ",".join(v.validator for v in votes),
+            votes,
+        )
 
     async def _replay_on_node(self, payload: dict[str, Any]) -> None:
         loop = asyncio.get_running_loop()
 
         def run() -> Any:
-            from gonka_cli.compute.inference import replay
             from gonka_cli.compute.models import load_model
+            from gonka_cli.compute.replay_check import check_answer
 
             model = load_model(payload["model"])
-            return replay(
+            sampling = {"temperature": payload["temperature"], "top_p": payload["top_p"]}
+            return check_answer(
                 model,
                 payload["prompt_tokens"],
                 payload["tokens"],
                 payload["top_logprobs"],
+                sampling,
                 payload["threshold"],
-                temperature=payload["temperature"],
-                top_p=payload["top_p"],
             )
 
         try:
             result = await loop.run_in_executor(self._ctx.validator, run)
         except Exception:
             log.exception("replay of %s failed on the node", payload["inference_id"])
+            self._node_replay_failed(payload["inference_id"])
             return
         self._record_replay(
             payload["inference_id"], result.passed, result.similarity, self._ctx.address
         )
 
+    def _node_replay_failed(self, inference_id: str) -> None:
+        """The node could not replay a disputed answer: the weighted majority decides, if
+        there is one (else the inference stays pending and settles as not validated)."""
+        votes = self._disputes.pop(inference_id, [])
+        decided = vt.verdict(votes, self.network_weight())
+        if decided is not None:
+            self._record_replay(
+                inference_id, decided, None, ",".join(v.validator for v in votes), votes
+            )
+
     def validation_result(self, item: WorkItem, body: dict[str, Any]) -> ResultAnswer:
-        """Take a validator's verdict (validators are trusted on the devnet)."""
+        """Take a validator's vote; the ballot closes once every drawn validator voted."""
         try:
             verdict = ValidationResult.from_dict(body)
         except ProtocolError:
@@ -412,27 +513,52 @@ class InferenceMarket:
                 ErrorCode.BAD_REQUEST, "a validation result is {passed: bool, similarity: 0..1}"
             ) from None
         threshold = item.payload["threshold"]
-        if verdict.passed != (verdict.similarity > threshold):
+        from gonka_cli.compute.replay_check import passes  # the rule only: no torch
+
+        if verdict.passed != passes(
+            verdict.similarity, threshold, verdict.support_margin, verdict.log10_p
+        ):
             raise Refusal(
                 ErrorCode.BAD_REQUEST,
-                f"passed must say whether similarity {verdict.similarity} exceeds the threshold "
-                f"{threshold}",
+                f"passed must agree with the statistics: similarity {verdict.similarity} above "
+                f"{threshold}, support_margin >= 0 and log10_p >= the likelihood floor",
             )
         item.state = "done"
-        self._record_replay(
-            item.payload["inference_id"], verdict.passed, verdict.similarity, item.assignee
+        ballot = self.ballots.get(item.payload["inference_id"])
+        if ballot is None or item.assignee not in ballot.weights:
+            return ResultAnswer(item.id, "late")
+        vote = vt.Vote(
+            item.assignee,
+            vt.VALID if verdict.passed else vt.INVALID,
+            ballot.weights[item.assignee],
         )
+        ballot.votes[item.assignee] = (vote, verdict.similarity)
+        if self._all_in(ballot):
+            self._close(ballot)
         return ResultAnswer(item.id, "accepted")
 
     def _record_replay(
-        self, inference_id: str, passed: bool, similarity: float, validator: str
+        self,
+        inference_id: str,
+        passed: bool,
+        similarity: float | None,
+        validator: str,
+        votes: list[vt.Vote] | None = None,
     ) -> None:
+        """Record the verdict on an inference, with the validators' votes on it (those of a
+        dispute the node's replay settled, when `votes` is None) marked contradicted or not,
+        under the epoch in which the verdict is recorded."""
         db = self._ctx.db
+        if votes is None:
+            votes = self._disputes.pop(inference_id, [])
+            if votes:
+                validator = ",".join([validator] + [v.validator for v in votes])
         row = db.execute(
             "SELECT executor, validation FROM inferences WHERE id = ?", (inference_id,)
         ).fetchone()
         if row is None or row[1] != "pending":
             return
+        epoch = self._ctx.view().epoch
         with transaction(db):
             db.execute(
                 "UPDATE inferences SET validation = ?, similarity = ?, validator = ? WHERE id = ?",
@@ -440,8 +566,11 @@ class InferenceMarket:
             )
             if not passed:
                 self._participants.penalise(row[0])
+            contradicted = vt.record_votes(db, epoch, vt.INFERENCE, inference_id, votes, passed)
         if not passed:
             log.info("inference %s failed validation (similarity %.4f)", inference_id, similarity)
+        if contradicted:
+            log.info("inference %s: the verdict contradicts %s", inference_id, contradicted)
 
     # -- records -------------------------------------------------------------------------
 

@@ -12,13 +12,15 @@ It is the node's state machine, in the shape of a Cosmos SDK application:
   transaction acknowledged in a block (code 0) is therefore on disk before anyone can see it,
   and survives kill -9.
 
-Money is never lost: fees move to the `fee_collector` module account. It is made only by
-the node's *system transactions* (`submit_system`): MsgSends signed by the node's own key
-that the node's modules issue (PoC rewards minted from the `mint` module account, inference
-escrow and its settlement through the `inference` module account). They pay no fee and
-their senders need not sign: the node's key vouches for them, as a chain's modules do. The
-sum of all balances is always the genesis supply plus everything minted (checked each time
-the ledger opens).
+Money is never lost: fees move to the `fee_collector` module account. It is made and burned
+only by the node's *system transactions* (`submit_system`): MsgSends signed by the node's own
+key that the node's modules issue (PoC and validation rewards minted from the `mint` module
+account, inference escrow and its settlement through the `inference` module account,
+collateral locked in and returned from the `collateral` one). A send *to* `mint` burns what
+it sends, as a send from it mints (slashed collateral). They pay no fee and their senders
+need not sign: the node's key vouches for them, as a chain's modules do. The sum of all
+balances is always the genesis supply plus everything minted less everything burned
+(checked each time the ledger opens).
 
 Answers use the SDK's codespaces, codes and `raw_log` wording (`chain.codes` describes them
 to users). The block hash is SHA-256(previous hash || height as 8 bytes big-endian || the
@@ -78,7 +80,11 @@ FEE_COLLECTOR_ADDRESS = module_address(FEE_COLLECTOR)
 MINT_ADDRESS = module_address("mint")
 #: Inference escrow: requesters' deposits wait here until their epoch is settled.
 ESCROW_ADDRESS = module_address("inference")
-BLOCKED_RECIPIENTS = frozenset({FEE_COLLECTOR_ADDRESS, MINT_ADDRESS, ESCROW_ADDRESS})
+#: Participants' collateral, locked at registration until it is slashed or returned.
+COLLATERAL_ADDRESS = module_address("collateral")
+BLOCKED_RECIPIENTS = frozenset(
+    {FEE_COLLECTOR_ADDRESS, MINT_ADDRESS, ESCROW_ADDRESS, COLLATERAL_ADDRESS}
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -289,8 +295,10 @@ class Ledger:
         self.node_address = (
             addr.address_from_pubkey(node_key.public_key.to_bytes()) if node_key else ""
         )
-        #: ngonka minted since genesis (the supply is the genesis supply plus this).
+        #: ngonka minted and burned since genesis (the supply is the genesis supply plus
+        #: `minted` less `burned`).
         self.minted = 0
+        self.burned = 0
         self.accounts: dict[str, AccountState] = {}
         self.mempool: list[_Pending] = []
         self._mempool_hashes: set[str] = set()
@@ -366,12 +374,13 @@ class Ledger:
         else:
             self.last_hash, self.last_time = genesis_hash, self.genesis.genesis_time
         self.minted = int(meta.get("minted", "0"))
+        self.burned = int(meta.get("burned", "0"))
         supply = self.total_supply()
-        if supply != self.genesis.total_supply + self.minted:
+        if supply != self.supply_expected():
             raise NodeStateError(
                 f"the ledger holds {supply} ngonka but the genesis created "
-                f"{self.genesis.total_supply} and {self.minted} were minted: the database is "
-                "damaged; start from an empty home"
+                f"{self.genesis.total_supply}, {self.minted} were minted and {self.burned} "
+                "burned: the database is damaged; start from an empty home"
             )
         if self.node_address and self.node_address not in self.accounts:
             # The node's own account signs system transactions: it needs an account number.
@@ -404,8 +413,9 @@ class Ledger:
             return account.copy() if account else None
 
     def supply_expected(self) -> int:
-        """What the supply must be: the genesis supply plus everything minted."""
-        return self.genesis.total_supply + self.minted
+        """What the supply must be: the genesis supply plus everything minted, less
+        everything burned."""
+        return self.genesis.total_supply + self.minted - self.burned
 
     def status(self) -> Status:
         with self._lock:
@@ -884,14 +894,15 @@ class Ledger:
             rows: list[tuple[Any, ...]] = []
             events: list[tuple[str, str, str]] = []
             grants: dict[str, int] = {}
-            minted = 0
+            minted = burned = 0
             started = time.perf_counter()
             for index, pending in enumerate(self.mempool):
                 if pending.system:
-                    outcome, next_number, made = self._deliver_system(
+                    outcome, next_number, made, destroyed = self._deliver_system(
                         pending, get, changed, next_number
                     )
                     minted += made
+                    burned += destroyed
                 else:
                     outcome, next_number = self._deliver(pending, height, get, changed, next_number)
                 rows.append(
@@ -936,6 +947,7 @@ class Ledger:
                     grants,
                     minted,
                     entropy.hex(),
+                    burned,
                 )
             except sqlite3.Error as exc:
                 raise NodeStateError(
@@ -943,6 +955,7 @@ class Ledger:
                 ) from exc
             prev_hash = self.last_hash
             self.minted += minted
+            self.burned += burned
             self.accounts.update(changed)
             self.height, self.last_hash, self.last_time = height, block_hash, block_time
             self.mempool.clear()
@@ -970,12 +983,17 @@ class Ledger:
         grants: dict[str, int],
         minted: int = 0,
         entropy: str = "",
+        burned: int = 0,
     ) -> None:
         """Write a block in one SQLite transaction: all of it is on disk, or none of it."""
         with transaction(self._db):
             if minted:
                 self._db.execute(
                     "INSERT OR REPLACE INTO meta VALUES ('minted', ?)", (str(self.minted + minted),)
+                )
+            if burned:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('burned', ?)", (str(self.burned + burned),)
                 )
             self._db.executemany(
                 "INSERT OR REPLACE INTO accounts VALUES (?, ?, ?, ?, ?)",
@@ -999,8 +1017,9 @@ class Ledger:
 
     def _deliver_system(
         self, pending: _Pending, get: Any, changed: dict[str, AccountState], next_number: int
-    ) -> tuple[Outcome, int, int]:
-        """Apply a system transaction, all or nothing; returns the outcome and what it minted."""
+    ) -> tuple[Outcome, int, int, int]:
+        """Apply a system transaction, all or nothing; returns the outcome, the next account
+        number, and what it minted and burned."""
         node = get(self.node_address)
         if node is None:
             raise NodeStateError("the node's account is missing from the ledger")
@@ -1013,19 +1032,22 @@ class Ledger:
             account = get(sender)
             balance = account.balance if account else 0
             if balance < amount:
-                return _insufficient(balance, amount), next_number, 0
-        minted = 0
+                return _insufficient(balance, amount), next_number, 0, 0
+        minted = burned = 0
         for sender, recipient, amount in pending.transfers:
             if sender == MINT_ADDRESS:
                 minted += amount
             else:
                 get(sender).balance -= amount
+            if recipient == MINT_ADDRESS:
+                burned += amount  # the mint destroys what it receives
+                continue
             target = get(recipient)
             if target is None:
                 target = changed[recipient] = AccountState(recipient, next_number)
                 next_number += 1
             target.balance += amount
-        return Outcome(), next_number, minted
+        return Outcome(), next_number, minted, burned
 
     def _deliver(
         self,

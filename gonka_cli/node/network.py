@@ -3,15 +3,16 @@ round, the inference market and settlement (one module each) to the node.
 
 `Network` is driven by the node's event loop: the API handlers (`network_api`) call it for
 each participant request, and the block clock calls `on_block` after every block. It is
-confined to that loop (no locks); recomputation of sampled PoC artifacts and replays run
-on one worker thread and report back to the loop.
+confined to that loop (no locks); the node's own recomputations of sampled PoC artifacts
+and replays run on its worker threads (two by default) and report back to the loop.
 
 State that must outlive a restart is in SQLite (`network.db` in the node's home, WAL,
 synchronous=FULL): participants, commits, PoC results, inference records, the epochs'
-secrets, settlements and payments, and the proof answers accepted and still awaiting their
-verdict. Work items in flight live in memory: after a restart the node re-issues the proof
-requests of a running validate phase that were not answered yet, recomputes the answers it
-had accepted, and refunds at settlement the requests that were waiting for an executor.
+secrets, settlements and payments, validators' votes, and the proof answers accepted and
+still awaiting their verdict. Work items in flight live in memory: after a restart the node
+re-issues the proof requests of a running validate phase that were not answered yet,
+recomputes the answers it had accepted, and refunds at settlement the requests that were
+waiting for an executor.
 
 Money moves only through the ledger's system transactions (`Ledger.submit_system`): a
 requester's escrow when its inference is accepted (`inference <id> escrow`), and at the end
@@ -28,7 +29,7 @@ from typing import Any
 from gonka_cli.chain.signed_request import ReplayGuard
 from gonka_cli.crypto.secp256k1 import PrivateKey
 from gonka_cli.errors import NodeStateError
-from gonka_cli.node import inference_market, participants, poc_round, settlement
+from gonka_cli.node import inference_market, participants, poc_round, settlement, votes
 from gonka_cli.node.context import NetworkContext
 from gonka_cli.node.epochs import INFERENCE, VALIDATE, EpochView, NetworkParams, epoch_at
 from gonka_cli.node.inference_market import InferenceJob, InferenceMarket, is_selected
@@ -40,6 +41,7 @@ from gonka_cli.node.work_queue import ITEM_RETENTION_S, WorkItem, WorkQueue
 from gonka_cli.protocol import (
     INFERENCE_TASK,
     POC_PROOF,
+    POC_VALIDATION,
     VALIDATION_TASK,
     Commit,
     CommitAnswer,
@@ -51,6 +53,7 @@ from gonka_cli.protocol import (
     ParticipantsView,
     Refusal,
     ResultAnswer,
+    StakeInfo,
 )
 from gonka_cli.storage import open_sqlite
 
@@ -80,14 +83,14 @@ class Network:
         db_path: str,
         node_key: PrivateKey,
         *,
-        validator_threads: int = 1,
+        validator_threads: int = 2,
     ) -> None:
         try:
             db = open_sqlite(db_path)
         except sqlite3.Error as exc:
             raise NodeStateError(f"cannot open the node's network state {db_path}: {exc}") from None
         try:
-            for module in (participants, poc_round, inference_market, settlement):
+            for module in (participants, poc_round, inference_market, settlement, votes):
                 db.executescript(module.SCHEMA)
             self.ctx = NetworkContext(ledger, db, node_key, validator_threads=validator_threads)
             self.participants = Participants(self.ctx)
@@ -105,7 +108,8 @@ class Network:
             self.poc.weights,
             lambda epoch: self.settlement.epoch_secret(epoch),
         )
-        self.settlement = Settlement(self.ctx, self.poc, self.market)
+        self.settlement = Settlement(self.ctx, self.poc, self.market, self.participants)
+        self.poc.epoch_secret = self.settlement.epoch_secret
 
     def close(self) -> None:
         self.ctx.close()
@@ -156,6 +160,12 @@ class Network:
     ) -> Participant:
         return self.participants.register(address, pubkey, models, devices)
 
+    def leave(self, address: str) -> StakeInfo:
+        return self.participants.leave(address)
+
+    def stake(self, address: str) -> StakeInfo:
+        return self.participants.stake(address)
+
     def weights(self) -> tuple[int | None, dict[str, int]]:
         return self.poc.weights()
 
@@ -170,6 +180,7 @@ class Network:
         for p in sorted(self.participants.values(), key=lambda p: p.address):
             commit = commits.get(p.address)
             result = results.get(p.address)
+            leaving = self.participants.exit_of(p.address)
             rows.append(
                 ParticipantInfo(
                     address=p.address,
@@ -186,6 +197,10 @@ class Network:
                     penalties=p.penalties,
                     busy=p.busy,
                     responsive=p.responsive(timeout),
+                    collateral_ngonka=self.participants.collateral(p.address),
+                    eligible=self.participants.eligible(p.address, view.epoch),
+                    jailed_until_epoch=self.participants.jailed_until(p.address, view.epoch),
+                    unbonding_until_epoch=leaving[1] if leaving else None,
                 )
             )
         return ParticipantsView(view.epoch, weight_epoch, tuple(rows))
@@ -217,6 +232,8 @@ class Network:
                 return self.poc.proof_result(item, data)
             if item.kind == INFERENCE_TASK:
                 return self.market.inference_result(item, data)
+            if item.kind == POC_VALIDATION:
+                return self.poc.vote_result(item, data)
             return self.market.validation_result(item, data)
         except Refusal:
             item.result_digest = ""  # a malformed answer does not use up the item
@@ -242,6 +259,8 @@ class Network:
     def on_block(self, block: Block) -> None:
         """Advance the epoch's phases after each block."""
         view = epoch_at(self.params, block.height)
+        # Votes past their deadline are counted as they are: nothing waits on a validator.
+        self.poc.close_votes(block.height)
         if block.height == view.start_height:
             self.settlement.epoch_secret(view.epoch)
             if view.epoch > 0:

@@ -196,8 +196,26 @@ def add_routes(app: FastAPI, network: Network) -> None:
                 participant.capacity,
                 participant.registered_height,
                 network.address,
+                network.participants.collateral(participant.address),
+                participant.lock_tx,
             ).to_dict()
         )
+
+    @app.get("/v1/participants/{address}/stake")
+    async def stake(address: str) -> Response:
+        return _json(network.stake(_address(address)).to_dict())
+
+    @app.delete("/v1/participants/{address}")
+    async def leave(address: str, request: Request) -> Response:
+        requester, _ = await signed(request)
+        canonical = _address(address)
+        if canonical != requester.address:
+            raise Refusal(
+                ErrorCode.KEY_MISMATCH,
+                f"{requester.address} may not ask {canonical} to leave: sign with its key",
+            )
+        network.participant(canonical)
+        return _json(network.leave(canonical).to_dict())
 
     @app.post("/v1/poc/commits")
     async def commit(request: Request) -> Response:
@@ -253,6 +271,16 @@ def add_routes(app: FastAPI, network: Network) -> None:
             )
         answer = await _wait(network, job, patience)
         return _json(_completion(job, answer, created, body.get("logprobs") is True).to_dict())
+
+
+def _address(text: str) -> str:
+    """A path's `gonka1` address in canonical form; `bad_request` when it is not one."""
+    from gonka_cli.crypto.address import normalize
+
+    try:
+        return normalize(text[:100], "gonka")
+    except InputError as exc:
+        raise Refusal(ErrorCode.BAD_REQUEST, f"invalid address: {exc}") from None
 
 
 def _float_param(request: Request, name: str, default: float, low: float, high: float) -> float:

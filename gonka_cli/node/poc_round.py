@@ -1,9 +1,16 @@
 """The PoC round of each epoch: commits, proof requests, structural checks, recomputation.
 
 In the generate phase participants commit `(count, root)`; at the validate phase's first block
-the node samples leaves of every commit and queues a `poc_proof` item; answers that pass the
-structural checks are recomputed on the worker thread and judged by the binomial test. The
-first result recorded for `(epoch, address)` is final. Commits and results are durable.
+the node samples leaves of every commit and queues a `poc_proof` item. Answers that pass the
+structural checks go to validators drawn by PoC weight (`poc_validation` items): each
+recomputes the sampled nonces, runs the binomial test and votes; the prover's weight is
+accepted when the valid votes hold more than half of the voting weight. The node recomputes
+itself when no participant with weight can validate (the first epochs), when no validator
+answered by the deadline, on a tie, and for a share of the disputed ballots (whose result then
+decides); its recomputations wait in a priority queue in front of its worker threads, within a
+budget of nonces per epoch (`recompute.py`). The first result recorded for `(epoch, address)`
+is final. Commits, results and the votes behind them are durable; open ballots are not (after
+a restart the node judges their answers alone).
 
 Accepted answers are durable too (`poc_answers`), from the moment the node says `accepted`
 until their verdict is recorded (in the same transaction that deletes them): a verdict is owed
@@ -20,23 +27,33 @@ characters of a compressed secp256k1 key) are checked here, at the protocol's bo
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
+import random
+import secrets
 import string
+import time
 import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from gonka_cli.errors import GonkaError, InputError, NodeError
+from gonka_cli.node import votes as vt
 from gonka_cli.node.context import NetworkContext
 from gonka_cli.node.epochs import GENERATE, INFERENCE, VALIDATE, EpochView
 from gonka_cli.node.participants import Participants
+from gonka_cli.node.recompute import Recomputer
 from gonka_cli.node.work_queue import WorkItem, WorkQueue
 from gonka_cli.protocol import (
     POC_PROOF,
+    POC_VALIDATION,
     CommitAnswer,
     CommitRequest,
     ErrorCode,
     PocResult,
+    PocValidationResult,
     ProofResult,
     ProtocolError,
     Refusal,
@@ -106,6 +123,23 @@ def check_pubkey_hex(pubkey_hex: object) -> str:
     return pubkey_hex
 
 
+@dataclass
+class Ballot:
+    """The validators drawn for one prover's accepted answers, and their votes so far."""
+
+    epoch: int
+    prover: str
+    payload: dict[str, Any]
+    answers: list[Any]
+    pubkey_hex: str
+    deadline_height: int
+    #: validator -> the weight it was drawn with.
+    weights: dict[str, int]
+    #: validator -> its `poc_validation` item.
+    items: dict[str, str]
+    votes: dict[str, vt.Vote] = field(default_factory=dict)
+
+
 class PocRound:
     """Commits, proof requests and verdicts, epoch after epoch."""
 
@@ -115,17 +149,38 @@ class PocRound:
         self._queue = queue
         #: (epoch, address) -> the id of its proof request.
         self.proofs: dict[tuple[int, str], str] = {}
-        #: (epoch, address) of the recomputations running now.
+        #: (epoch, address) of the node's recomputations, queued or running.
         self._running: set[tuple[int, str]] = set()
+        #: (epoch, address) -> the validators' ballot on answers being voted on.
+        self.ballots: dict[tuple[int, str], Ballot] = {}
+        self.recomputer = Recomputer(
+            ctx.spawn, ctx.validator_threads, ctx.params.recompute_budget_nonces
+        )
+        #: The epoch's secret (set by the network once settlement exists): it picks the
+        #: disputes the node re-checks, unknown to validators until the epoch has ended.
+        self.epoch_secret: Callable[[int], str] | None = None
+        # Draws validators; guards nothing the secret should (a validator is not told who
+        # else was drawn, and its vote is final once posted).
+        self._rng = random.Random(secrets.randbits(64))  # noqa: S311
 
     # -- commits -------------------------------------------------------------------------
 
     def commit(self, address: str, request: CommitRequest) -> CommitAnswer:
         """Record `address`'s commit for the current epoch (the count may only grow)."""
         params, db = self._ctx.params, self._ctx.db
-        self._participants.require(address)
         view = self._ctx.view()
+        # Weight needs stake: no collateral, jailed or leaving, no commit (`not_eligible`).
+        self._participants.require_eligible(address, view.epoch)
         epoch, count = request.epoch, request.count
+        from gonka_cli.compute.smst import MAX_COUNT
+
+        if count > MAX_COUNT:
+            # The sum tree hashes counts as uint32 and holds one leaf per distinct nonce.
+            raise Refusal(
+                ErrorCode.COUNT_TOO_LARGE,
+                f"count {count} is above {MAX_COUNT}: a commitment holds at most one leaf per "
+                "uint32 nonce; commit the number of artifacts in your sum tree",
+            )
         if request.model != params.poc_model:
             raise Refusal(
                 ErrorCode.WRONG_POC_MODEL,
@@ -213,6 +268,10 @@ class PocRound:
             ).fetchall()
         )
 
+    def network_weight(self) -> int:
+        """The total weight of `weights()`: the denominator a conviction by votes must pass."""
+        return sum(self.weights()[1].values())
+
     def has_result(self, epoch: int, address: str) -> bool:
         return (
             self._ctx.db.execute(
@@ -222,19 +281,34 @@ class PocRound:
         )
 
     def record(
-        self, epoch: int, address: str, count: int, weight: int, status: str, reason: str
+        self,
+        epoch: int,
+        address: str,
+        count: int,
+        weight: int,
+        status: str,
+        reason: str,
+        votes: Sequence[vt.Vote] = (),
     ) -> None:
         """Record a verdict; the first one for `(epoch, address)` stays. The accepted answers
-        it judges are dropped in the same transaction: no verdict is owed for them any more."""
-        with transaction(self._ctx.db):
-            self._ctx.db.execute(
+        it judges are dropped in the same transaction: no verdict is owed for them any more.
+        The validators' `votes` on them are written with it, each marked contradicted or not
+        by this verdict."""
+        db = self._ctx.db
+        with transaction(db):
+            cursor = db.execute(
                 "INSERT OR IGNORE INTO poc_results VALUES (?, ?, ?, ?, ?, ?)",
                 (epoch, address, count, weight, status, reason),
             )
-            self._ctx.db.execute(
-                "DELETE FROM poc_answers WHERE epoch = ? AND address = ?", (epoch, address)
+            db.execute("DELETE FROM poc_answers WHERE epoch = ? AND address = ?", (epoch, address))
+            contradicted = (
+                vt.record_votes(db, epoch, vt.POC, address, votes, status == "valid")
+                if votes and cursor.rowcount
+                else []
             )
         log.info("epoch %d: %s %s (weight %d): %s", epoch, address, status, weight, reason)
+        if contradicted:
+            log.info("epoch %d: the verdict on %s contradicts %s", epoch, address, contradicted)
 
     def recomputing(self, epoch: int) -> list[str]:
         """Committers of `epoch` whose answers came in time and await their verdict (being
@@ -295,6 +369,7 @@ class PocRound:
             self.proofs[(view.epoch, address)] = item.id
             self._queue.push(item)
         log.info("epoch %d: proof requests sent to %d participants", view.epoch, len(rows))
+        self.recomputer.forget(view.epoch - 1)
 
     def proof_result(self, item: WorkItem, body: dict[str, Any]) -> ResultAnswer:
         """Take the answers to a proof request: refuse them (422) when they fail the structural
@@ -346,7 +421,7 @@ class PocRound:
                 ),
             )
         item.state = "done"
-        self._start_recompute(item.payload, item.assignee, answers, participant.pubkey_hex)
+        self._judge(item.payload, item.assignee, answers, participant.pubkey_hex)
         return ResultAnswer(item.id, "accepted", validation="pending")
 
     def resume(self) -> None:
@@ -362,7 +437,7 @@ class PocRound:
         db = self._ctx.db
         owed = db.execute("SELECT epoch, address FROM poc_answers ORDER BY epoch, address")
         for epoch, address in owed.fetchall():
-            if (epoch, address) in self._running:
+            if (epoch, address) in self._running or (epoch, address) in self.ballots:
                 continue
             request, answers_json = db.execute(
                 "SELECT request, answers FROM poc_answers WHERE epoch = ? AND address = ?",
@@ -384,20 +459,214 @@ class PocRound:
                     f"the node could not read back the answers it accepted: {exc}",
                 )
                 continue
+            # Votes drawn before a restart are lost with their items: the node judges alone.
             log.info("epoch %d: recomputing the answers of %s again", epoch, address)
             self._start_recompute(payload, address, answers, participant.pubkey_hex)
 
-    def _start_recompute(
+    # -- votes of weighted validators ----------------------------------------------------
+
+    def _eligible(self, address: str, epoch: int) -> bool:
+        eligible = getattr(self._participants, "eligible", None)
+        return bool(eligible(address, epoch)) if callable(eligible) else True
+
+    def draw_validators(self, epoch: int, prover: str) -> dict[str, int]:
+        """`validator -> weight`: up to `poc_validators` participants drawn by the weight of
+        the last judged epoch, among the eligible and responsive ones other than `prover`."""
+        _, weights = self.weights()
+        timeout = self._ctx.params.participant_timeout_s
+        now = time.monotonic()
+        candidates = [
+            p.address
+            for p in self._participants.values()
+            if p.address != prover
+            and weights.get(p.address, 0) > 0
+            and p.responsive(timeout, now)
+            and self._eligible(p.address, epoch)
+        ]
+        chosen = vt.draw(candidates, weights, self._ctx.params.poc_validators, self._rng)
+        return {a: weights[a] for a in chosen}
+
+    def _judge(
         self, payload: dict[str, Any], address: str, answers: list[Any], pubkey_hex: str
     ) -> None:
-        key = (int(payload["epoch"]), address)
+        """Send accepted answers to validators drawn by weight; to the node's own
+        recomputation when no participant with weight can validate (the first epochs)."""
+        epoch = int(payload["epoch"])
+        key = (epoch, address)
+        if key in self._running or key in self.ballots:
+            return
+        drawn = self.draw_validators(epoch, address)
+        if not drawn:
+            self._start_recompute(payload, address, answers, pubkey_hex)
+            return
+        params, view = self._ctx.params, self._ctx.view()
+        deadline_height = min(view.validate[1] + params.poc_vote_blocks, view.end_height)
+        by_index = {a.leaf_index: a for a in answers}
+        ordered = [by_index[i] for i in payload["leaf_indices"]]
+        common = {
+            "epoch": epoch,
+            "prover": address,
+            "pubkey": pubkey_hex,
+            "model": payload["model"],
+            "seed": payload["seed"],
+            "seq_len": params.seq_len(),
+            "nonces": [a.nonce for a in ordered],
+            "vectors": [base64.b64encode(a.vector).decode("ascii") for a in ordered],
+            "dist_threshold": params.dist_threshold,
+            "p_mismatch": params.p_mismatch,
+            "alpha": params.alpha,
+        }
+        ballot = Ballot(epoch, address, payload, answers, pubkey_hex, deadline_height, drawn, {})
+        for validator in drawn:
+            item = WorkItem(
+                id=uuid.uuid4().hex,
+                kind=POC_VALIDATION,
+                assignee=validator,
+                payload=dict(common),
+                deadline=self._ctx.deadline_at(deadline_height + 1),
+                deadline_height=deadline_height,
+            )
+            ballot.items[validator] = item.id
+            self._queue.push(item)
+        self.ballots[key] = ballot
+        log.info("epoch %d: the answers of %s go to %s", epoch, address, ", ".join(drawn))
+
+    def vote_result(self, item: WorkItem, body: dict[str, Any]) -> ResultAnswer:
+        """Take a validator's vote on a prover's answers (400 when `valid` is not what the
+        binomial test says of its mismatch count)."""
+        from gonka_cli.compute.validation import fraud_cutoff
+
+        try:
+            vote = PocValidationResult.from_dict(body)
+        except ProtocolError as exc:
+            raise Refusal(ErrorCode.BAD_REQUEST, str(exc)) from None
+        n = len(item.payload["nonces"])
+        if vote.n_mismatch > n:
+            raise Refusal(
+                ErrorCode.BAD_REQUEST, f"n_mismatch {vote.n_mismatch} exceeds the {n} nonces"
+            )
+        cutoff = fraud_cutoff(n, item.payload["p_mismatch"], item.payload["alpha"])
+        if vote.valid != (vote.n_mismatch < cutoff):
+            raise Refusal(
+                ErrorCode.BAD_REQUEST,
+                f"valid must say whether {vote.n_mismatch} mismatches of {n} stay below the "
+                f"fraud cutoff {cutoff}",
+            )
+        item.state = "done"
+        key = (int(item.payload["epoch"]), item.payload["prover"])
+        ballot = self.ballots.get(key)
+        if ballot is None or item.assignee not in ballot.weights:
+            return ResultAnswer(item.id, "late")
+        ballot.votes[item.assignee] = vt.Vote(
+            item.assignee, vt.VALID if vote.valid else vt.INVALID, ballot.weights[item.assignee]
+        )
+        if len(ballot.votes) == len(ballot.weights):
+            self._close(ballot)
+        return ResultAnswer(item.id, "accepted")
+
+    def close_votes(self, height: int) -> None:
+        """Close the ballots whose deadline passed before block `height`: the votes in hand
+        decide; a validator that did not answer does not count."""
+        for ballot in [b for b in self.ballots.values() if b.deadline_height < height]:
+            self._close(ballot)
+
+    def _close(self, ballot: Ballot) -> None:
+        key = (ballot.epoch, ballot.prover)
+        if self.ballots.pop(key, None) is None:
+            return
+        for validator, item_id in ballot.items.items():
+            if validator not in ballot.votes:
+                self._queue.expire(item_id)
+        votes = sorted(ballot.votes.values(), key=lambda v: v.validator)
+        args = (ballot.payload, ballot.prover, ballot.answers, ballot.pubkey_hex)
+        if not votes:
+            log.info("epoch %d: no validator voted on %s; the node judges", *key)
+            self._start_recompute(*args)
+            return
+        decided = vt.verdict(votes, self.network_weight())
+        disputed = not vt.unanimous(votes)
+        if decided is None or (disputed and self._recheck(ballot.epoch, ballot.prover)):
+            self._start_recompute(*args, votes=votes)
+            return
+        self._record_vote(ballot.payload, ballot.prover, votes, decided, "")
+
+    def _recheck(self, epoch: int, prover: str) -> bool:
+        share = self._ctx.params.dispute_recheck_share
+        if self.epoch_secret is None:
+            return self._rng.random() < share
+        return vt.selected_for_recheck(self.epoch_secret(epoch), prover, share)
+
+    def _record_vote(
+        self,
+        payload: dict[str, Any],
+        address: str,
+        votes: Sequence[vt.Vote],
+        valid: bool,
+        note: str,
+    ) -> None:
+        total = sum(v.weight for v in votes)
+        valid_weight = sum(v.weight for v in votes if v.valid)
+        reason = (
+            f"weighted vote: valid {valid_weight} of {total} voting weight "
+            f"({len(votes)} validator(s)){note}"
+        )
+        count = payload["count"]
+        status, weight = ("valid", count) if valid else ("fraud", 0)
+        self.record(payload["epoch"], address, count, weight, status, reason, votes)
+
+    # -- the node's own recomputation ----------------------------------------------------
+
+    def _start_recompute(
+        self,
+        payload: dict[str, Any],
+        address: str,
+        answers: list[Any],
+        pubkey_hex: str,
+        votes: Sequence[vt.Vote] = (),
+    ) -> None:
+        """Queue the node's own recomputation: first for provers with weight in the last
+        epoch, within the epoch's budget of nonces."""
+        epoch = int(payload["epoch"])
+        key = (epoch, address)
         if key in self._running:
             return
         self._running.add(key)
-        self._ctx.spawn(self._recompute(payload, address, answers, pubkey_hex))
+        _, weights = self.weights()
+        priority = (0 if self._eligible(address, epoch) else 1, -weights.get(address, 0))
+
+        def refused() -> None:
+            self._running.discard(key)
+            decided = vt.verdict(votes, self.network_weight())
+            if decided is not None:
+                self._record_vote(
+                    payload, address, votes, decided, "; the node's recomputation budget is spent"
+                )
+                return
+            self.record(
+                epoch,
+                address,
+                payload["count"],
+                0,
+                "unvalidated",
+                f"the node's recomputation budget for epoch {epoch} is spent "
+                "(its own limit, not the prover's fault)",
+            )
+
+        self.recomputer.submit(
+            epoch,
+            len(payload["leaf_indices"]),
+            priority,
+            lambda: self._recompute(payload, address, answers, pubkey_hex, votes),
+            refused,
+        )
 
     async def _recompute(
-        self, payload: dict[str, Any], address: str, answers: list[Any], pubkey_hex: str
+        self,
+        payload: dict[str, Any],
+        address: str,
+        answers: list[Any],
+        pubkey_hex: str,
+        votes: Sequence[vt.Vote] = (),
     ) -> None:
         from gonka_cli.compute.validation import validate
 
@@ -422,6 +691,12 @@ class PocRound:
                 raise  # the node stops: the answers stay stored, `resume` recomputes them
             except Exception as exc:  # the node's own failure: not the prover's fault
                 log.exception("validation of %s failed", address)
+                decided = vt.verdict(votes, self.network_weight())
+                if decided is not None:
+                    self._record_vote(
+                        payload, address, votes, decided, "; the node could not re-check it"
+                    )
+                    return
                 self.record(
                     payload["epoch"],
                     address,
@@ -435,7 +710,10 @@ class PocRound:
                 status, weight = "valid", payload["count"]
             else:
                 status, weight = ("fraud" if verdict.fraud_detected else "invalid"), 0
-            self.record(payload["epoch"], address, payload["count"], weight, status, verdict.reason)
+            reason = verdict.reason
+            if votes:
+                reason = f"disputed vote re-checked by the node: {reason}"
+            self.record(payload["epoch"], address, payload["count"], weight, status, reason, votes)
         finally:
             # A verdict that could not be written leaves the answers stored: `resume` tries
             # again after the next block.

@@ -1,12 +1,15 @@
 """Settlement: each epoch's secret, and the one system transaction that pays an epoch.
 
 Right after an epoch's first block the node settles the epoch before it: the epoch reward
-minted to participants by accepted PoC weight, inference fees from escrow to executors and
-the unused escrow back to requesters, summed into one `MsgSend` per sender and recipient.
-What each address was paid is also kept per payment (the `payments` table), which is what
-`GET /v1/participants/{address}/earnings` reads. A settlement is recorded with its
-transaction hash; if that transaction never reaches a block (the node died before it), the
-record and its payments are undone and the epoch is settled again.
+minted to eligible participants by accepted PoC weight, validation rewards minted per agreed
+vote, inference fees from escrow to executors and the unused escrow back to requesters,
+collateral burned for PoC frauds and failed replays, and collateral returned to participants
+whose unbonding is over, summed into one `MsgSend` per sender and recipient. What each
+address was paid is also kept per payment (the `payments` table), which is what
+`GET /v1/participants/{address}/earnings` reads, and each collateral move in `stake_moves`.
+A settlement is recorded with its transaction hash; if that transaction never reaches a
+block (the node died before it), the record, its payments and its moves are undone and the
+epoch is settled again.
 """
 
 from __future__ import annotations
@@ -14,12 +17,22 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+import sqlite3
+from decimal import Decimal
 
 from gonka_cli.node.context import NetworkContext
 from gonka_cli.node.inference_market import InferenceMarket
-from gonka_cli.node.ledger import ESCROW_ADDRESS, MINT_ADDRESS
+from gonka_cli.node.ledger import COLLATERAL_ADDRESS, ESCROW_ADDRESS, MINT_ADDRESS
+from gonka_cli.node.participants import JAILING_STATUSES, Participants
 from gonka_cli.node.poc_round import PocRound
-from gonka_cli.protocol import INFERENCE_FEE, POC_REWARD, EarningRecord, Earnings, EpochRecord
+from gonka_cli.protocol import (
+    INFERENCE_FEE,
+    POC_REWARD,
+    VALIDATION_REWARD,
+    EarningRecord,
+    Earnings,
+    EpochRecord,
+)
 from gonka_cli.storage import transaction
 
 log = logging.getLogger(__name__)
@@ -50,10 +63,17 @@ CREATE INDEX IF NOT EXISTS payments_by_address ON payments (address, epoch);
 class Settlement:
     """Epoch secrets, settlements, and what they paid."""
 
-    def __init__(self, ctx: NetworkContext, poc: PocRound, market: InferenceMarket) -> None:
+    def __init__(
+        self,
+        ctx: NetworkContext,
+        poc: PocRound,
+        market: InferenceMarket,
+        participants: Participants | None = None,
+    ) -> None:
         self._ctx = ctx
         self._poc = poc
         self._market = market
+        self._participants = participants
 
     def epoch_secret(self, epoch: int) -> str:
         """The 32-byte secret of `epoch` in hex, drawn (and kept) the first time it is asked."""
@@ -88,16 +108,35 @@ class Settlement:
         self.epoch_secret(epoch)
         transfers: dict[tuple[str, str], int] = {}
         payments: list[tuple[int, str, str, int, str | None]] = []
+        moves: list[tuple[int, str, str, int, str | None]] = []
+        # What each participant's collateral can still give in this settlement.
+        held: dict[str, int] = {}
 
         def add(sender: str, recipient: str, amount: int) -> None:
             if amount > 0:
                 transfers[(sender, recipient)] = transfers.get((sender, recipient), 0) + amount
 
-        weights = db.execute(
-            "SELECT address, weight FROM poc_results WHERE epoch = ? AND weight > 0 "
-            "ORDER BY address",
-            (epoch,),
-        ).fetchall()
+        def take(address: str, kind: str, fraction: float, subject: str | None) -> None:
+            """Burn `fraction` of what `address` still holds."""
+            if self._participants is None:
+                return
+            if address not in held:
+                held[address] = self._participants.collateral_in_blocks(address)
+            amount = int(held[address] * Decimal(repr(fraction)))
+            if amount > 0:
+                held[address] -= amount
+                add(COLLATERAL_ADDRESS, MINT_ADDRESS, amount)
+                moves.append((epoch, address, kind, amount, subject))
+
+        weights = [
+            (address, weight)
+            for address, weight in db.execute(
+                "SELECT address, weight FROM poc_results WHERE epoch = ? AND weight > 0 "
+                "ORDER BY address",
+                (epoch,),
+            ).fetchall()
+            if self._participants is None or self._participants.eligible(address, epoch)
+        ]
         total = sum(w for _, w in weights)
         reward = params.epoch_reward_ngonka
         for address, weight in weights:
@@ -105,6 +144,18 @@ class Settlement:
             add(MINT_ADDRESS, address, amount)
             if amount > 0:
                 payments.append((epoch, address, POC_REWARD, amount, None))
+        marks = ",".join("?" for _ in JAILING_STATUSES)
+        for (address,) in db.execute(
+            f"SELECT address FROM poc_results WHERE epoch = ? AND status IN ({marks}) "  # noqa: S608
+            "ORDER BY address",
+            (epoch, *JAILING_STATUSES),
+        ).fetchall():
+            take(address, "fraud_slash", params.slash_fraction_fraud, None)
+        for validator, (agreed, _contradicted) in self._validator_outcomes(epoch).items():
+            amount = agreed * params.validation_reward_ngonka
+            if amount > 0 and validator != self._ctx.address:
+                add(MINT_ADDRESS, validator, amount)
+                payments.append((epoch, validator, VALIDATION_REWARD, amount, None))
         settled: list[str] = []
         price = params.price_per_token_ngonka
         for (
@@ -136,6 +187,13 @@ class Settlement:
                     settled.append(inference_id)  # the escrow never landed: nothing to move
                     continue
             paid = 0
+            if status == "completed" and validation == "failed":
+                take(
+                    executor,
+                    "validation_slash",
+                    params.slash_fraction_failed_validation,
+                    inference_id,
+                )
             if status == "completed" and validation != "failed":
                 paid = min(escrow, (prompt + completion) * price)
                 add(ESCROW_ADDRESS, executor, paid)
@@ -143,6 +201,18 @@ class Settlement:
                     payments.append((epoch, executor, INFERENCE_FEE, paid, inference_id))
             add(ESCROW_ADDRESS, requester, escrow - paid)
             settled.append(inference_id)
+        if self._participants is not None:
+            # Unbonding over: what is left comes back, after this settlement's slashes.
+            for (address,) in db.execute(
+                "SELECT address FROM stake_exits WHERE release_epoch <= ? ORDER BY address",
+                (epoch,),
+            ).fetchall():
+                if address not in held:
+                    held[address] = self._participants.collateral_in_blocks(address)
+                if held[address] > 0:
+                    add(COLLATERAL_ADDRESS, address, held[address])
+                    moves.append((epoch, address, "return", held[address], None))
+                    held[address] = 0
         txhash = ""
         if transfers:
             txhash = ledger.submit_system(
@@ -159,6 +229,10 @@ class Settlement:
             )
             db.execute("DELETE FROM payments WHERE epoch = ?", (epoch,))
             db.executemany("INSERT INTO payments VALUES (?, ?, ?, ?, ?)", payments)
+            db.execute("DELETE FROM stake_moves WHERE epoch = ?", (epoch,))
+            db.executemany("INSERT INTO stake_moves VALUES (?, ?, ?, ?, ?)", moves)
+        if self._participants is not None:
+            self._participants.stake_changed()
         log.info(
             "epoch %d settled: %d rewards (%d ngonka minted), %d inferences, tx %s",
             epoch,
@@ -168,6 +242,16 @@ class Settlement:
             txhash or "none",
         )
         return txhash or "-"
+
+    def _validator_outcomes(self, epoch: int) -> dict[str, tuple[int, int]]:
+        """`validator -> (agreed, contradicted)` votes of `epoch` (none before the votes'
+        table exists)."""
+        from gonka_cli.node.votes import validator_outcomes
+
+        try:
+            return validator_outcomes(self._ctx.db, epoch)
+        except sqlite3.OperationalError:
+            return {}
 
     def settle_overdue(self, current: int) -> None:
         """Settle the ended epochs whose settlement had to wait."""
@@ -196,6 +280,9 @@ class Settlement:
                     "UPDATE inferences SET settled_epoch = NULL WHERE settled_epoch = ?", (epoch,)
                 )
                 db.execute("DELETE FROM payments WHERE epoch = ?", (epoch,))
+                db.execute("DELETE FROM stake_moves WHERE epoch = ?", (epoch,))
+            if self._participants is not None:
+                self._participants.stake_changed()
             self.settle(epoch)
 
     def epoch_record(self, epoch: int) -> EpochRecord | None:

@@ -1,8 +1,8 @@
 """The work queue: items waiting for each participant, the long poll, and result intake.
 
 Every connection is opened by a participant: work (proof requests, inference tasks,
-replays) waits here until its assignee polls `GET /v1/work`. Items live in memory only;
-after a restart an answer to an earlier item is refused (`unknown_item`).
+replays, PoC validations) waits here until its assignee polls `GET /v1/work`. Items live in
+memory only; after a restart an answer to an earlier item is refused (`unknown_item`).
 """
 
 from __future__ import annotations
@@ -18,11 +18,9 @@ from gonka_cli.node.participants import Participants
 from gonka_cli.protocol import (
     INFERENCE_TASK,
     POC_PROOF,
+    AnyWorkItem,
     ErrorCode,
-    InferenceTask,
-    ProofRequest,
     Refusal,
-    ValidationTask,
     work_item_from_dict,
 )
 
@@ -44,7 +42,7 @@ class WorkItem:
     state: str = "open"  # open | done | expired
     result_digest: str = ""
 
-    def message(self) -> ProofRequest | InferenceTask | ValidationTask:
+    def message(self) -> AnyWorkItem:
         """The item as the protocol carries it to its assignee."""
         return work_item_from_dict(self.to_dict())
 

@@ -402,7 +402,7 @@ def test_mine_devnet_asks_for_the_new_password_before_starting_the_node(
     child.expect("Repeat to confirm")
     child.sendline(PASSWORD)
     child.expect(f"Started the devnet node at {url}")
-    child.expect(r"Created wallet 'miner' \(gonka1[0-9a-z]+\) and funded it with 1,000 GNK")
+    child.expect(r"Created wallet 'miner' \(gonka1[0-9a-z]+\) and funded it with 2,000 GNK")
     child.kill(signal.SIGINT)
     code, rest = finish(child)
     assert code == 130, rest

@@ -132,7 +132,7 @@ def test_without_a_terminal_a_line_every_period_then_the_summary(
 ) -> None:
     monkeypatch.setattr(mine_cli, "SUMMARY_EVERY_S", 1.0)
     node = start_node(network=mining_network())
-    make_wallet(gonka_home)
+    make_wallet(gonka_home, fund_at=node_url(node))
     result = CliRunner().invoke(
         app,
         ["mine", "--node", node_url(node), "--devices", "cpu", "--duration", "6"],

@@ -1,8 +1,8 @@
-"""PoC end to end on gonka-tiny: real artifacts committed to an MMR, sampled, proved and
+"""PoC end to end on gonka-tiny: real artifacts committed to a sum tree, sampled, proved and
 validated across precisions and backends; cheaters who commit fakes; structural failures.
 
 The artifacts of 300 nonces are computed once per backend (fp32 and bf16 torch, onnxruntime
-fp32, and another weights seed), so each validation below only builds an MMR and checks 200
+fp32, and another weights seed), so each validation below only builds a sum tree and checks 200
 answers.
 """
 
@@ -19,8 +19,8 @@ import pytest
 
 from gonka_cli.compute import onnx_backend, poc
 from gonka_cli.compute.artifacts import artifact_distance, encode_artifact, leaf_data
-from gonka_cli.compute.mmr import MMR
 from gonka_cli.compute.models import GonkaModel, build_model
+from gonka_cli.compute.smst import SMST
 from gonka_cli.compute.validation import (
     PocParams,
     ProofAnswer,
@@ -65,10 +65,10 @@ def artifacts(
     }
 
 
-def commit(leaves: Sequence[bytes], nonces: Sequence[int] = NONCES) -> MMR:
-    mmr = MMR()
-    mmr.append_many(leaf_data(n, a) for n, a in zip(nonces, leaves, strict=True))
-    return mmr
+def commit(leaves: Sequence[bytes], nonces: Sequence[int] = NONCES) -> SMST:
+    tree = SMST()
+    tree.insert_many(leaf_data(n, a) for n, a in zip(nonces, leaves, strict=True))
+    return tree
 
 
 def lookup(artifacts: Sequence[bytes]) -> Callable[[list[int]], list[bytes]]:
@@ -85,9 +85,11 @@ def requested_for(seed: int, count: int = COUNT) -> list[int]:
     return sample_indices(f"validation-block-{seed}", count, SAMPLE)
 
 
-def answers_for(mmr: MMR, requested: Sequence[int], count: int | None = None) -> list[ProofAnswer]:
+def answers_for(
+    tree: SMST, requested: Sequence[int], count: int | None = None
+) -> list[ProofAnswer]:
     """The prover's answers, sent through their JSON form as on the wire."""
-    return [ProofAnswer.from_dict(a.to_dict()) for a in build_answers(mmr, requested, count)]
+    return [ProofAnswer.from_dict(a.to_dict()) for a in build_answers(tree, requested, count)]
 
 
 def random_unit_artifact(rnd: random.Random) -> bytes:
@@ -104,12 +106,16 @@ def random_unit_artifact(rnd: random.Random) -> bytes:
     [("fp32", "bf16"), ("bf16", "fp32"), ("fp32", "onnx"), ("onnx", "bf16")],
 )
 def test_honest_prover_is_never_flagged(artifacts: Artifacts, prover: str, validator: str) -> None:
-    mmr = commit(artifacts[prover])
+    tree = commit(artifacts[prover])
     worst = 0.0
     for seed in SEEDS:
         requested = requested_for(seed)
         verdict = validate(
-            mmr.root(), COUNT, requested, answers_for(mmr, requested), lookup(artifacts[validator])
+            tree.root(),
+            COUNT,
+            requested,
+            answers_for(tree, requested),
+            lookup(artifacts[validator]),
         )
         assert verdict.valid and not verdict.fraud_detected, verdict.reason
         assert verdict.n_sampled == SAMPLE and verdict.n_mismatches == 0
@@ -124,7 +130,7 @@ def test_honest_prover_against_an_earlier_commitment_and_a_live_validator(
     artifacts: Artifacts, tiny_bf16: GonkaModel, block_hash: str, public_key: str
 ) -> None:
     # The prover committed (256, root) and kept appending; the validator recomputes for real.
-    mmr = commit(artifacts["fp32"])
+    tree = commit(artifacts["fp32"])
     count = 256
     requested = requested_for(7, count)
     calls: list[list[int]] = []
@@ -133,12 +139,12 @@ def test_honest_prover_against_an_earlier_commitment_and_a_live_validator(
         calls.append(nonces)
         return poc.compute_artifacts(tiny_bf16, block_hash, public_key, nonces)
 
-    answers = answers_for(mmr, requested, count)
-    verdict = validate(mmr.root_at(count), count, requested, answers, recompute)
+    answers = answers_for(tree, requested, count)
+    verdict = validate(tree.root_at(count), count, requested, answers, recompute)
     assert verdict.valid and verdict.n_mismatches == 0, verdict.reason
     assert calls == [[NONCES[i] for i in requested]]
     # The current root is another commitment: the same proofs do not open under it.
-    stale = validate(mmr.root(), count, requested, answers, never_called)
+    stale = validate(tree.root(), count, requested, answers, never_called)
     assert not stale.valid and not stale.fraud_detected
 
 
@@ -166,9 +172,9 @@ def test_cheater_who_commits_fakes(artifacts: Artifacts, fake_kind: str, n_fakes
                 leaves[i] = artifacts["other"][i]
             # Every fake is far from the truth, so the mismatch count is exactly n_fakes.
             assert artifact_distance(leaves[i], validator[i]) > PARAMS.dist_threshold
-        mmr = commit(leaves)
+        tree = commit(leaves)
         verdict = validate(
-            mmr.root(), COUNT, requested, answers_for(mmr, requested), lookup(validator)
+            tree.root(), COUNT, requested, answers_for(tree, requested), lookup(validator)
         )
         assert verdict.n_sampled == SAMPLE and verdict.n_mismatches == n_fakes, verdict.reason
         assert {i for i, _ in verdict.failures} == faked
@@ -197,7 +203,7 @@ def test_proofs_against_another_root_are_invalid(artifacts: Artifacts) -> None:
         verdict = validate(
             committed.root(), COUNT, requested, answers_for(other_tree, requested), never_called
         )
-        _assert_structural(verdict, "MMR proof")
+        _assert_structural(verdict, "sum-tree proof")
         assert len(verdict.failures) == SAMPLE
     # One changed leaf changes the root, so every proof from that tree fails.
     leaves = list(artifacts["fp32"])
@@ -206,18 +212,18 @@ def test_proofs_against_another_root_are_invalid(artifacts: Artifacts) -> None:
     verdict = validate(
         committed.root(), COUNT, requested, answers_for(commit(leaves), requested), never_called
     )
-    _assert_structural(verdict, "MMR proof")
+    _assert_structural(verdict, "sum-tree proof")
     # Proofs from the right tree, but against an earlier count than the one committed.
     requested = requested_for(0, 256)
     answers = answers_for(committed, requested, 256)
     verdict = validate(committed.root(), COUNT, requested, answers, never_called)
-    _assert_structural(verdict, "MMR proof")
+    _assert_structural(verdict, "sum-tree proof")
 
 
 def test_answers_for_other_nonces_are_invalid(artifacts: Artifacts) -> None:
-    mmr = commit(artifacts["fp32"])
+    tree = commit(artifacts["fp32"])
     requested = requested_for(3)
-    honest = answers_for(mmr, requested)
+    honest = answers_for(tree, requested)
 
     # The right leaf index and proof, but another nonce (with that nonce's real artifact).
     swapped = list(honest)
@@ -225,17 +231,17 @@ def test_answers_for_other_nonces_are_invalid(artifacts: Artifacts) -> None:
     swapped[5] = dataclasses.replace(
         honest[5], nonce=NONCES[other_index], vector=artifacts["fp32"][other_index]
     )
-    verdict = validate(mmr.root(), COUNT, requested, swapped, never_called)
-    _assert_structural(verdict, "MMR proof")
+    verdict = validate(tree.root(), COUNT, requested, swapped, never_called)
+    _assert_structural(verdict, "sum-tree proof")
     assert [i for i, _ in verdict.failures] == [requested[5]]
 
     # Valid answers for other leaves than the ones requested.
     unrequested = [i for i in range(COUNT) if i not in requested][:SAMPLE]
-    verdict = validate(mmr.root(), COUNT, requested, answers_for(mmr, unrequested), never_called)
+    verdict = validate(tree.root(), COUNT, requested, answers_for(tree, unrequested), never_called)
     _assert_structural(verdict, "no answer for this requested leaf")
 
     # One answer missing.
-    verdict = validate(mmr.root(), COUNT, requested, honest[:-1], never_called)
+    verdict = validate(tree.root(), COUNT, requested, honest[:-1], never_called)
     _assert_structural(verdict, "no answer")
     assert [i for i, _ in verdict.failures] == [requested[-1]]
 
@@ -243,7 +249,7 @@ def test_answers_for_other_nonces_are_invalid(artifacts: Artifacts) -> None:
 def test_sparse_nonces_fail_the_porosity_check(artifacts: Artifacts) -> None:
     # 300 leaves whose nonces are 1000 apart: max|nonce| / count is about 1000 >= 100.
     sparse = [1000 * i for i in range(COUNT)]
-    mmr = commit(artifacts["fp32"], sparse)
+    tree = commit(artifacts["fp32"], sparse)
     requested = requested_for(1)
-    verdict = validate(mmr.root(), COUNT, requested, answers_for(mmr, requested), never_called)
+    verdict = validate(tree.root(), COUNT, requested, answers_for(tree, requested), never_called)
     _assert_structural(verdict, "porosity")

@@ -210,7 +210,7 @@ def test_light_compute_modules_do_not_import_torch_or_numpy() -> None:
         "import sys\n"
         "import gonka_cli.compute, gonka_cli.compute.rng, gonka_cli.compute.tokenizer\n"
         "import gonka_cli.compute.poc, gonka_cli.compute.inference\n"
-        "import gonka_cli.compute.artifacts, gonka_cli.compute.mmr, gonka_cli.compute.validation\n"
+        "import gonka_cli.compute.artifacts, gonka_cli.compute.smst, gonka_cli.compute.validation\n"
         "print(sorted(m for m in ('torch', 'numpy') if m in sys.modules))\n"
     )
     proc = subprocess.run(

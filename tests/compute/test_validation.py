@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from gonka_cli.compute.artifacts import encode_artifact, leaf_data
-from gonka_cli.compute.mmr import MMR, leaf_hash, node_hash, verify_proof
+from gonka_cli.compute.smst import SMST, verify_proof
 from gonka_cli.compute.validation import (
     PocParams,
     ProofAnswer,
@@ -194,13 +194,13 @@ def test_sample_is_uniform() -> None:
 
 
 def test_proof_answer_json() -> None:
-    answer = ProofAnswer(3, -7, bytes(range(24)), (b"\xab" * 32, b"\x01" * 32))
+    answer = ProofAnswer(3, -7, bytes(range(24)), (b"\xab" * 36, b"\x01" * 36))
     data = answer.to_dict()
     assert data == {
         "leaf_index": 3,
         "nonce": -7,
         "vector": base64.b64encode(bytes(range(24))).decode(),
-        "proof": ["ab" * 32, "01" * 32],
+        "proof": ["ab" * 36, "01" * 36],
     }
     assert ProofAnswer.from_dict(json.loads(json.dumps(data))) == answer
     upper = dict(data, proof=[h.upper() for h in data["proof"]])
@@ -221,11 +221,11 @@ GOOD = {"leaf_index": 0, "nonce": 1, "vector": base64.b64encode(bytes(24)).decod
         ({"nonce": 1.0}, InvalidComputeInput),
         ({"vector": 7}, InvalidComputeInput),
         ({"vector": "not base64!"}, InvalidComputeInput),
-        ({"proof": "ab" * 32}, InvalidProof),
-        ({"proof": ["ab" * 31]}, InvalidProof),
-        ({"proof": ["zz" * 32]}, InvalidProof),
-        ({"proof": [b"\x00" * 32]}, InvalidProof),
-        ({"proof": ["00" * 32] * 125}, InvalidProof),
+        ({"proof": "ab" * 36}, InvalidProof),
+        ({"proof": ["ab" * 32]}, InvalidProof),
+        ({"proof": ["zz" * 36]}, InvalidProof),
+        ({"proof": [b"\x00" * 36]}, InvalidProof),
+        ({"proof": ["00" * 36] * 33}, InvalidProof),
         ({"extra": 1}, InvalidProof),
     ],
 )
@@ -314,20 +314,20 @@ def test_fraud_cutoff_matches_a_linear_scan() -> None:
 
 @dataclass
 class Prover:
-    mmr: MMR
+    tree: SMST
     truth: dict[int, list[float]]  # nonce -> the honest 12 values
     requested: list[int]
 
     @property
     def root(self) -> bytes:
-        return self.mmr.root()
+        return self.tree.root()
 
     @property
     def count(self) -> int:
-        return self.mmr.count
+        return self.tree.count
 
     def answers(self) -> list[ProofAnswer]:
-        return list(build_answers(self.mmr, self.requested))
+        return list(build_answers(self.tree, self.requested))
 
     def recompute(self, nonces: list[int]) -> list[bytes]:
         return [encode_artifact(self.truth[n]) for n in nonces]
@@ -336,9 +336,9 @@ class Prover:
 def honest_prover(count: int = 300, seed: int = 1) -> Prover:
     rnd = random.Random(seed)
     truth = {nonce: unit_vector(rnd) for nonce in range(count)}
-    mmr = MMR()
-    mmr.append_many(leaf_data(n, encode_artifact(v)) for n, v in truth.items())
-    return Prover(mmr, truth, sample_indices(f"block-{seed}", count, PARAMS.sample_size))
+    tree = SMST()
+    tree.insert_many(leaf_data(n, encode_artifact(v)) for n, v in truth.items())
+    return Prover(tree, truth, sample_indices(f"block-{seed}", count, PARAMS.sample_size))
 
 
 def test_honest_answers_pass() -> None:
@@ -370,6 +370,7 @@ def _flip_first_hash(a: ProofAnswer) -> tuple[bytes, ...]:
     return (bytes([a.proof[0][0] ^ 1]) + a.proof[0][1:], *a.proof[1:])
 
 
+PROOF_FAILS = "sum-tree proof does not"
 STRUCTURAL: list[tuple[str, Callable[[Prover, list[ProofAnswer]], list[ProofAnswer]], int, str]]
 STRUCTURAL = [
     ("missing", lambda p, a: _drop(a, 5), 5, "no answer for this requested leaf"),
@@ -381,22 +382,27 @@ STRUCTURAL = [
         "the vector is 23 bytes, expected 24",
     ),
     ("no vector", lambda p, a: _with(a, 7, vector="x" * 24), 7, "not bytes"),
-    ("bad proof", lambda p, a: _with(a, 9, proof=_flip_first_hash(a[9])), 9, "MMR proof does not"),
-    ("short proof", lambda p, a: _with(a, 9, proof=a[9].proof[:-1]), 9, "MMR proof does not"),
-    ("other nonce", lambda p, a: _with(a, 0, nonce=a[0].nonce + 1), 0, "MMR proof does not"),
+    (
+        "bad proof",
+        lambda p, a: _with(a, 9, proof=_flip_first_hash(a[9])),
+        9,
+        PROOF_FAILS,
+    ),
+    ("short proof", lambda p, a: _with(a, 9, proof=a[9].proof[:-1]), 9, PROOF_FAILS),
+    ("other nonce", lambda p, a: _with(a, 0, nonce=a[0].nonce + 1), 0, PROOF_FAILS),
     ("big nonce", lambda p, a: _with(a, 0, nonce=2**31), 0, "outside int32"),
     ("bool nonce", lambda p, a: _with(a, 0, nonce=True), 0, "not an integer"),
     (
         "vector of another leaf",
         lambda p, a: _with(a, 2, vector=a[3].vector),
         2,
-        "MMR proof does not",
+        PROOF_FAILS,
     ),
     (
         "proof for an earlier count",
-        lambda p, a: [*a[:1], *build_answers(p.mmr, p.requested[1:2], count=299), *a[2:]],
+        lambda p, a: [*a[:1], *build_answers(p.tree, p.requested[1:2], count=299), *a[2:]],
         1,
-        "MMR proof does not",
+        PROOF_FAILS,
     ),
 ]
 
@@ -428,7 +434,7 @@ def test_structural_failures(
 def test_unrequested_answer_is_a_failure() -> None:
     prover = honest_prover()
     spare = next(i for i in range(prover.count) if i not in set(prover.requested))
-    answers = prover.answers() + list(build_answers(prover.mmr, [spare]))
+    answers = prover.answers() + list(build_answers(prover.tree, [spare]))
     check = check_answers(prover.root, prover.count, prover.requested, answers, PARAMS)
     assert check.failures == ((spare, "answered but not requested"),)
     assert all(o.ok for o in check.outcomes)
@@ -442,39 +448,24 @@ def test_swapped_vectors_fail_both_leaves() -> None:
     assert [i for i, _ in check.failures] == [prover.requested[4], prover.requested[6]]
 
 
-def perfect_tree(leaves: list[bytes]) -> tuple[bytes, list[list[bytes]]]:
-    """Root and proofs of a power-of-two MMR built by hand: it may repeat nonces, ours not."""
-    levels = [[leaf_hash(x) for x in leaves]]
-    while len(levels[-1]) > 1:
-        below = levels[-1]
-        levels.append([node_hash(below[i], below[i + 1]) for i in range(0, len(below), 2)])
-    proofs = [[levels[j][(i >> j) ^ 1] for j in range(len(levels) - 1)] for i in range(len(leaves))]
-    return levels[-1][0], proofs
-
-
-def test_duplicate_nonces_fail_both_leaves() -> None:
-    rnd = random.Random(5)
-    nonces = [0, 1, 2, 3, 4, 5, 2, 7]
-    leaves = [leaf_data(n, encode_artifact(unit_vector(rnd))) for n in nonces]
-    root, proofs = perfect_tree(leaves)
-    answers = [
-        ProofAnswer(i, nonces[i], leaves[i][4:], tuple(proofs[i])) for i in range(len(leaves))
-    ]
-    assert all(verify_proof(root, 8, i, leaves[i], proofs[i]) for i in range(8))
-    check = check_answers(root, 8, list(range(8)), answers, PARAMS)
-    assert check.failures == (
-        (2, "nonce 2 is also committed at leaf 6"),
-        (6, "nonce 2 is also committed at leaf 2"),
-    )
+def test_one_nonce_cannot_stand_for_two_leaves() -> None:
+    """The same leaf and proof offered for two ranks: the path and the rank bind it to one."""
+    prover = honest_prover()
+    a = prover.answers()
+    answers = _with(a, 6, nonce=a[2].nonce, vector=a[2].vector, proof=a[2].proof)
+    check = check_answers(prover.root, prover.count, prover.requested, answers, PARAMS)
+    assert [i for i, _ in check.failures] == [prover.requested[6]]
+    assert "sum-tree proof does not match" in check.failures[0][1]
+    assert verify_proof(prover.root, prover.count, prover.requested[2], a[2].leaf_data, a[2].proof)
 
 
 def test_non_finite_vector_fails() -> None:
     nan = b"\x00\x7e" + bytes(22)  # fp16 NaN first
     inf = b"\x00\x7c" + bytes(22)  # fp16 +inf first
-    mmr = MMR()
-    mmr.append_many(leaf_data(n, v) for n, v in [(0, bytes(24)), (1, nan), (2, inf), (3, FAR)])
-    answers = build_answers(mmr, range(4))
-    check = check_answers(mmr.root(), 4, range(4), answers, PARAMS)
+    tree = SMST()
+    tree.insert_many(leaf_data(n, v) for n, v in [(0, bytes(24)), (1, nan), (2, inf), (3, FAR)])
+    answers = build_answers(tree, range(4))
+    check = check_answers(tree.root(), 4, range(4), answers, PARAMS)
     assert check.failures == (
         (1, "the vector holds NaN or infinite values"),
         (2, "the vector holds NaN or infinite values"),
@@ -483,10 +474,10 @@ def test_non_finite_vector_fails() -> None:
 
 @pytest.mark.parametrize(("widest", "fails"), [(999, False), (1000, True), (-1000, True)])
 def test_porosity(widest: int, fails: bool) -> None:
-    mmr = MMR()
+    tree = SMST()
     nonces = [*range(9), widest]
-    mmr.append_many(leaf_data(n, FAR) for n in nonces)
-    check = check_answers(mmr.root(), 10, range(10), build_answers(mmr, range(10)), PARAMS)
+    tree.insert_many(leaf_data(n, FAR) for n in nonces)
+    check = check_answers(tree.root(), 10, range(10), build_answers(tree, range(10)), PARAMS)
     assert check.porosity == abs(widest) / 10
     if fails:
         assert len(check.failures) == 1 and check.failures[0][0] == 9
@@ -494,7 +485,7 @@ def test_porosity(widest: int, fails: bool) -> None:
     else:
         assert check.ok
     loose = replace(PARAMS, max_porosity=101.0)
-    assert check_answers(mmr.root(), 10, range(10), build_answers(mmr, range(10)), loose).ok
+    assert check_answers(tree.root(), 10, range(10), build_answers(tree, range(10)), loose).ok
 
 
 def test_validator_mistakes_raise() -> None:
@@ -518,13 +509,13 @@ def test_empty_commitment_is_invalid() -> None:
 
 def test_proofs_against_an_earlier_commitment() -> None:
     prover = honest_prover(count=300)
-    root_250 = prover.mmr.root_at(250)
+    root_250 = prover.tree.root_at(250)
     requested = sample_indices("later block", 250, 200)
-    answers = build_answers(prover.mmr, requested, count=250)
+    answers = build_answers(prover.tree, requested, count=250)
     assert check_answers(root_250, 250, requested, answers, PARAMS).ok
     assert not check_answers(prover.root, 300, requested, answers, PARAMS).ok
     with pytest.raises(InvalidProof):
-        build_answers(prover.mmr, [260], count=250)
+        build_answers(prover.tree, [260], count=250)
 
 
 # --- the statistical test on whole provers ------------------------------------------------
@@ -536,7 +527,7 @@ def test_proofs_against_an_earlier_commitment() -> None:
 def test_verdict_at_the_cutoff(mismatches: int, fraud: bool) -> None:
     prover = honest_prover()
     bad = set(prover.requested[:mismatches])
-    nonce_of = {i: prover.mmr.leaf(i) for i in prover.requested}
+    nonce_of = {i: prover.tree.leaf(i) for i in prover.requested}
     bad_nonces = {struct.unpack("<i", nonce_of[i][:4])[0] for i in bad}
 
     def recompute(nonces: list[int]) -> list[bytes]:
@@ -570,10 +561,10 @@ def simulate(
     committed = {
         n: encode_artifact(unit_vector(rnd) if kind[n] < fake_rate else truth[n]) for n in nonces
     }
-    mmr = MMR()
-    mmr.append_many(leaf_data(n, committed[n]) for n in nonces)
+    tree = SMST()
+    tree.insert_many(leaf_data(n, committed[n]) for n in nonces)
     requested = sample_indices(f"block-{seed}", count, PARAMS.sample_size)
-    answers = [ProofAnswer.from_dict(a.to_dict()) for a in build_answers(mmr, requested)]
+    answers = [ProofAnswer.from_dict(a.to_dict()) for a in build_answers(tree, requested)]
 
     def recompute(asked: list[int]) -> list[bytes]:
         out = []
@@ -582,8 +573,9 @@ def simulate(
             out.append(encode_artifact(perturbed(truth[n], rnd, 1.0 if unlucky else noise_l2)))
         return out
 
-    verdict = validate(mmr.root(), count, requested, answers, recompute, PARAMS)
-    flagged = sum(kind[nonces[i]] < fake_rate + bad_rate for i in requested)
+    verdict = validate(tree.root(), count, requested, answers, recompute, PARAMS)
+    by_rank = sorted(nonces)  # the leaf index is the nonce's rank, not its arrival
+    flagged = sum(kind[by_rank[i]] < fake_rate + bad_rate for i in requested)
     return verdict, flagged
 
 

@@ -37,11 +37,18 @@ def mining_network(**changes: Any) -> NetworkParams:
     return NetworkParams(**base)
 
 
-def make_wallet(gonka_home: Path, name: str = "miner") -> PrivateKey:
-    """A wallet in GONKA_HOME's keystore, at the tests' light KDF cost."""
+def make_wallet(gonka_home: Path, name: str = "miner", fund_at: str | None = None) -> PrivateKey:
+    """A wallet in GONKA_HOME's keystore, at the tests' light KDF cost; with `fund_at` (a
+    node's URL), funded there with the collateral that registering locks."""
     store = Keystore(gonka_home / "keys")
     store.add_mnemonic(name, hd.generate_mnemonic(24), PASSWORD, path=hd.HDPath.bip44())
-    return store.unlock(name, PASSWORD).private_key
+    key = store.unlock(name, PASSWORD).private_key
+    if fund_at is not None:
+        from gonka_cli.crypto.address import address_from_pubkey
+        from tests.node.network_helpers import fund_collateral
+
+        fund_collateral(fund_at, address_from_pubkey(key.public_key.to_bytes()))
+    return key
 
 
 def chain(url: str) -> ChainClient:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from gonka_cli.compute.artifacts import parse_leaf
-from gonka_cli.compute.mmr import MMR
+from gonka_cli.compute.smst import SMST
 from gonka_cli.errors import GonkaError
 from gonka_cli.node.genesis import ChainParams, init_home
 from gonka_cli.protocol import ChatCompletion
@@ -120,7 +120,7 @@ def test_kill_9_mid_generate_loses_nothing(
         network=long_generate(250, inference_timeout_s=60.0, participant_timeout_s=30.0),
     )
     url = node_url(node)
-    make_wallet(gonka_home)
+    make_wallet(gonka_home, fund_at=url)
     requester = Requester(url)
     first = MinerProcess(gonka_home, "--node", url, "--devices", "cpu")
     processes.append(first)
@@ -129,9 +129,9 @@ def test_kill_9_mid_generate_loses_nothing(
     epoch = wait_for_fresh_generate(first, commits=2)
     first.kill9()
 
-    with MMR(state_dir / f"epoch-{epoch}.mmr") as mmr:
-        at_kill = mmr.count
-        root_at_kill = mmr.root()
+    with SMST(state_dir / f"epoch-{epoch}.smst") as store:
+        at_kill = store.count
+        root_at_kill = store.root()
     queued = outbox(state_dir)
     assert at_kill > 0
 
@@ -155,10 +155,10 @@ def test_kill_9_mid_generate_loses_nothing(
     record = WorkClient(url).epoch_record(epoch)
     mine = [r for r in record.poc_results if r.status == "valid"]
     assert [r.weight for r in mine] == [final]
-    with MMR(state_dir / f"epoch-{epoch}.mmr") as mmr:
-        mmr.verify_integrity()
-        assert mmr.root_at(at_kill) == root_at_kill  # the restart appended, never rewrote
-        nonces = [parse_leaf(mmr.leaf(i))[0] for i in range(mmr.count)]
+    with SMST(state_dir / f"epoch-{epoch}.smst") as store:
+        store.verify_integrity()
+        assert store.root_at(at_kill) == root_at_kill  # the restart added, never rewrote
+        nonces = [parse_leaf(store.leaf(i))[0] for i in range(store.count)]
     assert len(set(nonces)) == len(nonces)
 
     # Every result queued at the kill, and every one since, was delivered and acknowledged:
@@ -180,7 +180,7 @@ def test_the_node_gone_for_20_s_mid_epoch(
     port = free_port()
     node = NodeProcess(home, tmp_path / "node-gonka-home", port=port)
     try:
-        make_wallet(gonka_home)
+        make_wallet(gonka_home, fund_at=node.url)
         miner = MinerProcess(gonka_home, "--node", node.url, "--devices", "cpu")
         processes.append(miner)
         epoch = wait_for_fresh_generate(miner, commits=1)
@@ -222,8 +222,8 @@ def test_two_miners_share_one_node(
         network=mining_network(validation_share=1.0, inference_timeout_s=15.0),
     )
     url = node_url(node)
-    make_wallet(gonka_home, "alpha")
-    make_wallet(gonka_home, "beta")
+    make_wallet(gonka_home, "alpha", fund_at=url)
+    make_wallet(gonka_home, "beta", fund_at=url)
     miners = [
         MinerProcess(
             gonka_home,
@@ -248,13 +248,13 @@ def test_two_miners_share_one_node(
 
     # A safety net only: on a busy machine the node's verdicts may lag epochs behind.
     common = miners[0].wait_for(weighed_together, 240, "both miners accepted in one epoch")
-    # That epoch's artifacts, read at once: the miners keep the MMRs of their last epochs only.
+    # That epoch's artifacts, read at once: the miners keep the stores of their last epochs only.
     epoch = max(common)
     dirs = [Path(m.of("registered")[0]["state_dir"]) for m in miners]
     leaves = []
     for directory in dirs:
-        with MMR(directory / f"epoch-{epoch}.mmr") as mmr:
-            leaves.append([parse_leaf(mmr.leaf(i)) for i in range(mmr.count)])
+        with SMST(directory / f"epoch-{epoch}.smst") as store:
+            leaves.append([parse_leaf(store.leaf(i)) for i in range(store.count)])
     client = WorkClient(url, REQUESTER.key, timeout_s=60)
     for seed in range(16):
         client.chat("gonka-tiny", HELLO, max_tokens=6, seed=seed)

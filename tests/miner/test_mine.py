@@ -38,7 +38,7 @@ def metric_values(text: str) -> dict[str, float]:
 def test_a_miner_earns_through_a_full_epoch(start_node: StartNode, gonka_home: Path) -> None:
     node = start_node(accounts=[(REQUESTER.address, 1_000 * GNK)], network=mining_network())
     url = node_url(node)
-    make_wallet(gonka_home)
+    make_wallet(gonka_home, fund_at=url)
     port = free_port()
     miner = MinerProcess(gonka_home, "--node", url, "--devices", "cpu", "--api-port", str(port))
     try:
@@ -212,7 +212,7 @@ def test_a_second_miner_with_the_same_wallet_is_refused(
     start_node: StartNode, gonka_home: Path
 ) -> None:
     node = start_node(network=mining_network())
-    make_wallet(gonka_home)
+    make_wallet(gonka_home, fund_at=node_url(node))
     first = MinerProcess(gonka_home, "--node", node_url(node), "--devices", "cpu")
     try:
         first.wait_event("registered", timeout=60)
@@ -229,7 +229,7 @@ def test_a_second_miner_with_the_same_wallet_is_refused(
 
 def test_ctrl_c_stops_with_a_summary(start_node: StartNode, gonka_home: Path) -> None:
     node = start_node(network=mining_network())
-    make_wallet(gonka_home)
+    make_wallet(gonka_home, fund_at=node_url(node))
     miner = MinerProcess(gonka_home, "--node", node_url(node), "--devices", "cpu")
     try:
         miner.wait_event("commit", timeout=60)
@@ -261,9 +261,10 @@ def test_the_devnet_is_started_and_the_wallet_made_and_funded(gonka_home: Path) 
         miner.stop()
     assert miner.of("devnet_started", url=f"http://127.0.0.1:{port}")
     created = miner.wait_event("wallet_created", wallet="miner")
-    assert created["funded_ngonka"] == str(1_000 * GNK)
-    assert int(summary["balance_ngonka"]) >= 1_000 * GNK  # the faucet's funding
-    assert int(summary["earned_ngonka"]) < 1_000 * GNK  # is not earned
+    assert created["funded_ngonka"] == str(2_000 * GNK)
+    # Registration locked the collateral (1,000 GNK): the rest is spendable,
+    assert int(summary["balance_ngonka"]) == 1_000 * GNK
+    assert int(summary["earned_ngonka"]) < 1_000 * GNK  # and the funding is not earned
     assert (gonka_home / "keys" / "miner.json").exists()
     # The node stopped with the miner: the port is free again.
     with pytest.raises(requests.ConnectionError):
@@ -274,7 +275,7 @@ def test_the_devnet_already_running_is_joined(start_node: StartNode, gonka_home:
     node = start_node(network=mining_network())
     gonka_home.mkdir(parents=True, exist_ok=True)
     (gonka_home / "config.toml").write_text(f'[networks.devnet]\nrest = ["{node_url(node)}"]\n')
-    make_wallet(gonka_home)
+    make_wallet(gonka_home, fund_at=node_url(node))
     miner = MinerProcess(gonka_home, "--devnet")
     try:
         miner.wait_event("commit", timeout=120)

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from gonka_cli.bench.devices import inventory
+from gonka_cli.crypto.address import address_from_pubkey
 from gonka_cli.crypto.secp256k1 import PrivateKey
 from gonka_cli.miner.backoff import Backoff
 from gonka_cli.miner.devices import DeviceReading, MiningDevice, Telemetry, select_devices
@@ -21,6 +22,7 @@ from gonka_cli.miner.stats import COLLAPSE_WINDOW_S, DeviceStats
 from gonka_cli.workclient import WorkClient
 from tests.conftest import StartNode, node_url
 from tests.miner.helpers import mining_network
+from tests.node.network_helpers import fund_collateral
 from tests.node.test_mining import wait_for
 
 
@@ -43,6 +45,7 @@ def test_a_hot_device_pauses_and_resumes(start_node: StartNode, tmp_path: Path) 
     events: list[dict[str, Any]] = []
     telemetry = SwitchableTemperature()
     key = PrivateKey(secrets.token_bytes(32))
+    fund_collateral(node_url(node), address_from_pubkey(key.public_key.to_bytes()))
     miner = Miner(
         WorkClient(node_url(node), key),
         key,
@@ -121,6 +124,7 @@ def test_a_device_that_keeps_dying_stops_the_miner(start_node: StartNode, tmp_pa
 
     node = start_node(network=mining_network())
     key = PrivateKey(secrets.token_bytes(32))
+    fund_collateral(node_url(node), address_from_pubkey(key.public_key.to_bytes()))
     events: list[dict[str, Any]] = []
     miner = Miner(
         WorkClient(node_url(node), key),

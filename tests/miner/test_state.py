@@ -114,30 +114,31 @@ def test_results_are_kept_until_acknowledged_or_refused(state: MinerState) -> No
 
 def test_prune_drops_old_epochs_but_never_pending_results(state: MinerState) -> None:
     for epoch in range(6):
-        state.mmr_path(epoch).write_bytes(b"x")
+        state.artifacts_path(epoch).write_bytes(b"x")
         state.add_result(f"r{epoch}", "inference", epoch, {})
         state.result_done(f"r{epoch}", ACKED)
     state.add_result("old-pending", "inference", 0, {})
+    (state.directory / "epoch-1.mmr").write_bytes(b"x")  # an earlier version's store
     state.prune(5)
     assert sorted(p.name for p in state.directory.glob("epoch-*")) == [
-        "epoch-3.mmr",
-        "epoch-4.mmr",
-        "epoch-5.mmr",
+        "epoch-3.smst",
+        "epoch-4.smst",
+        "epoch-5.smst",
     ]
     assert {r["item_id"] for r in state.outbox_rows()} == {"r3", "r4", "r5", "old-pending"}
 
 
 def test_prune_keeps_an_epoch_whose_verdict_is_awaited(state: MinerState) -> None:
     for epoch in range(6):
-        state.mmr_path(epoch).write_bytes(b"x")
+        state.artifacts_path(epoch).write_bytes(b"x")
         state.record_commit(epoch, "gonka-tiny", 10, "ab" * 32)
         state.commit_acked(epoch, 10)
     state.prune(5, keep={1})
     assert sorted(p.name for p in state.directory.glob("epoch-*")) == [
-        "epoch-1.mmr",
-        "epoch-3.mmr",
-        "epoch-4.mmr",
-        "epoch-5.mmr",
+        "epoch-1.smst",
+        "epoch-3.smst",
+        "epoch-4.smst",
+        "epoch-5.smst",
     ]
     assert state.acked_epochs() == [1, 3, 4, 5]
 

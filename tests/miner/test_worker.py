@@ -13,9 +13,10 @@ from typing import Any
 import psutil
 import pytest
 
-from gonka_cli.compute.inference import generate, replay
+from gonka_cli.compute.inference import generate
 from gonka_cli.compute.models import get_spec, load_model
 from gonka_cli.compute.poc import PocInputParams, compute_artifacts
+from gonka_cli.compute.replay_check import check_answer
 from gonka_cli.miner.worker import INFERENCE, POC, VALIDATION, DeviceWorker, Done, Task
 
 SEED = "4F" * 32
@@ -152,14 +153,14 @@ def test_inference_and_validation_tasks(worker: tuple[DeviceWorker, Recorder]) -
     rec.wait(lambda: honest.id in rec.done and dishonest.id in rec.done)
     assert rec.done[honest.id].result["passed"] is True
     assert rec.done[dishonest.id].result["passed"] is False
-    expected = replay(
+    # The worker judges with the devnet's replay check, computed here in this process too.
+    expected = check_answer(
         load_model("gonka-tiny"),
         [72, 105],
         altered["tokens"],
         answer["top_logprobs"],
+        {"temperature": 0.7, "top_p": 0.9},
         0.96,
-        temperature=0.7,
-        top_p=0.9,
     )
     assert rec.done[dishonest.id].result["similarity"] == expected.similarity
 

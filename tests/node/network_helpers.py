@@ -32,6 +32,37 @@ def assert_refused(resp: requests.Response, code: ErrorCode) -> str:
     return message
 
 
+def fund_collateral(url: str, address: str) -> None:
+    """Give `address` (from the node's faucet) what registering will lock, and wait for the
+    block that holds it: registration locks the collateral from the spendable balance."""
+    http = requests.Session()
+    stake = http.get(f"{url}/v1/participants/{address}/stake", timeout=WAIT_S).json()
+    need = int(stake["required_ngonka"]) - int(stake["collateral_ngonka"])
+
+    def balance() -> int:
+        coins = http.get(f"{url}/cosmos/bank/v1beta1/balances/{address}", timeout=WAIT_S)
+        return sum(int(c["amount"]) for c in coins.json()["balances"] if c["denom"] == "ngonka")
+
+    missing = need - balance()
+    if missing <= 0:
+        return
+    resp = http.post(
+        f"{url}/faucet", json={"address": address, "amount": str(missing)}, timeout=WAIT_S
+    )
+    assert resp.status_code == 200, resp.text
+    wait_until(lambda: balance() >= need, f"the faucet's funding of {address}")
+
+
+def wait_locked(url: str, registration: dict[str, Any]) -> None:
+    """Wait for the block that holds a registration's collateral lock (if it made one)."""
+    txhash = registration.get("collateral_tx")
+    if txhash:
+        wait_until(
+            lambda: requests.get(f"{url}/cosmos/tx/v1beta1/txs/{txhash}", timeout=WAIT_S).ok,
+            f"the collateral lock {txhash}",
+        )
+
+
 def wait_until(predicate: Callable[[], Any], what: str, timeout_s: float = WAIT_S) -> Any:
     """Poll `predicate` until it returns something true, and return that."""
     limit = time.monotonic() + timeout_s
@@ -188,8 +219,10 @@ class Miner:
         }
 
     def register(self) -> Miner:
+        fund_collateral(self.caller.url, self.address)
         resp = self.caller.send("POST", "/v1/participants", self.registration(), key=self.key)
         assert resp.status_code == 200, resp.text
+        wait_locked(self.caller.url, resp.json())
         return self
 
     def send(self, method: str, path: str, body: Any = b"", **kwargs: Any) -> requests.Response:
@@ -246,14 +279,14 @@ def artifacts(seed: str, key: PrivateKey, nonces: Sequence[int], seq_len: int) -
     )
 
 
-def build_mmr(nonces: Sequence[int], vectors: Sequence[bytes]) -> Any:
-    """The in-memory MMR a miner commits to."""
+def build_tree(nonces: Sequence[int], vectors: Sequence[bytes]) -> Any:
+    """The in-memory sum tree a miner commits to."""
     from gonka_cli.compute import artifacts as art
-    from gonka_cli.compute.mmr import MMR
+    from gonka_cli.compute.smst import SMST
 
-    mmr = MMR()
-    mmr.append_many(art.leaf_data(n, v) for n, v in zip(nonces, vectors, strict=True))
-    return mmr
+    tree = SMST()
+    tree.insert_many(art.leaf_data(n, v) for n, v in zip(nonces, vectors, strict=True))
+    return tree
 
 
 def honest_answer(item: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""A minimal participant for the node's tests: real PoC artifacts, MMR, proofs and inference.
+"""A minimal participant for the node's tests: real PoC artifacts, sum tree, proofs, inference.
 
 It drives the compute engine in-process (gonka-tiny on the CPU) and talks to the node only
 through its HTTP API (`WorkClient`), like a miner would. Misbehaviour is opt-in:
@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from gonka_cli.compute import artifacts as art
-from gonka_cli.compute.mmr import MMR
+from gonka_cli.compute.smst import SMST
 from gonka_cli.compute.validation import build_answers
 from gonka_cli.crypto.secp256k1 import PrivateKey
 from gonka_cli.errors import GonkaError
@@ -41,6 +41,8 @@ class TestParticipant:
         serve_inference: bool = True,
         mine_poc: bool = True,
         key: PrivateKey | None = None,
+        lie_validations: bool = False,
+        answer_validations: bool = True,
     ) -> None:
         self.key = key or PrivateKey(secrets.token_bytes(32))
         self.client = WorkClient(url, self.key)
@@ -52,7 +54,10 @@ class TestParticipant:
         self.answer_proofs = answer_proofs
         self.serve_inference = serve_inference
         self.mine_poc = mine_poc
-        self.mmrs: dict[int, MMR] = {}
+        #: Vote the opposite of the truth on replays and PoC validations / never answer them.
+        self.lie_validations = lie_validations
+        self.answer_validations = answer_validations
+        self.trees: dict[int, SMST] = {}
         self.committed: dict[int, int] = {}
         self.done: list[dict[str, Any]] = []
         self.refusals: list[str] = []
@@ -62,6 +67,9 @@ class TestParticipant:
     # -- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> TestParticipant:
+        from tests.node.network_helpers import fund_collateral
+
+        fund_collateral(self.client.url, self.address)
         self.client.register(self.models, [{"name": "cpu"}])
         self._thread = threading.Thread(target=self._run, name=f"participant-{self.address[-6:]}")
         self._thread.daemon = True
@@ -123,11 +131,11 @@ class TestParticipant:
         return list(zip(nonces, vectors, strict=True))
 
     def mine(self, epoch: dict[str, Any]) -> None:
-        mmr = MMR()
-        mmr.append_many(art.leaf_data(n, v) for n, v in self.artifacts(epoch))
-        self.mmrs[epoch["epoch"]] = mmr
-        self.client.commit(epoch["epoch"], epoch["poc"]["model"], mmr.count, mmr.root().hex())
-        self.committed[epoch["epoch"]] = mmr.count
+        tree = SMST()
+        tree.insert_many(art.leaf_data(n, v) for n, v in self.artifacts(epoch))
+        self.trees[epoch["epoch"]] = tree
+        self.client.commit(epoch["epoch"], epoch["poc"]["model"], tree.count, tree.root().hex())
+        self.committed[epoch["epoch"]] = tree.count
 
     # -- work ----------------------------------------------------------------------------
 
@@ -136,14 +144,20 @@ class TestParticipant:
         if kind == "poc_proof":
             if not self.answer_proofs:
                 return
-            mmr = self.mmrs[item["epoch"]]
-            answers = build_answers(mmr, item["leaf_indices"], item["count"])
+            tree = self.trees[item["epoch"]]
+            answers = build_answers(tree, item["leaf_indices"], item["count"])
             body: dict[str, Any] = {"answers": [a.to_dict() for a in answers]}
         elif kind == "inference":
             if not self.serve_inference:
                 return
             body = self.infer(item)
+        elif kind == "poc_validation":
+            if not self.answer_validations:
+                return
+            body = self.recheck(item)
         else:
+            if not self.answer_validations:
+                return
             body = self.replay(item)
         self.done.append({"item": item, "result": self.client.result(item["id"], body)})
 
@@ -159,4 +173,27 @@ class TestParticipant:
     def replay(self, item: dict[str, Any]) -> dict[str, Any]:
         from gonka_cli.compute.models import load_model
 
-        return run_validation(load_model(item["model"]), item)
+        body = run_validation(load_model(item["model"]), item)
+        if self.lie_validations:
+            # The other verdict, with a similarity the node's rule agrees with.
+            lie = not body["passed"]
+            body = {"passed": lie, "similarity": 1.0 if lie else 0.0}
+        return body
+
+    def recheck(self, item: dict[str, Any]) -> dict[str, Any]:
+        """A `poc_validation` vote: the prover's nonces recomputed in-process."""
+        from gonka_cli.compute.models import load_model
+        from gonka_cli.compute.poc import PocInputParams, compute_artifacts
+        from gonka_cli.miner.worker import run_poc_validation
+
+        model = load_model(item["model"])
+        params = PocInputParams(seq_len=item["seq_len"])
+        body = run_poc_validation(
+            item,
+            lambda seed, key, nonces: compute_artifacts(model, seed, key, nonces, params=params),
+        )
+        if self.lie_validations:
+            # The other verdict, with a mismatch count the binomial test agrees with.
+            lie = not body["valid"]
+            body = {"valid": lie, "n_mismatch": 0 if lie else len(item["nonces"])}
+        return body

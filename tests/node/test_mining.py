@@ -16,7 +16,7 @@ import pytest
 from gonka_cli.chain.client import ChainClient
 from gonka_cli.crypto.secp256k1 import PrivateKey
 from gonka_cli.node.epochs import NetworkParams
-from gonka_cli.node.ledger import ESCROW_ADDRESS, MINT_ADDRESS, Ledger
+from gonka_cli.node.ledger import COLLATERAL_ADDRESS, ESCROW_ADDRESS, MINT_ADDRESS, Ledger
 from gonka_cli.node.runner import Node
 from gonka_cli.protocol import ErrorCode
 from gonka_cli.settings import NetworkProfile
@@ -24,6 +24,7 @@ from gonka_cli.wallet.transfer import history
 from gonka_cli.workclient import WorkClient, WorkRefused
 from tests.conftest import StartNode, node_ledger, node_url
 from tests.node.helpers import account
+from tests.node.network_helpers import fund_collateral
 from tests.node.participant import TestParticipant
 
 BLOCK_S = 0.05
@@ -142,10 +143,21 @@ def test_an_epoch_pays_the_honest_miner_and_nobody_else(
 
     # The payment is a transaction of the ledger, as `gonka wallet history` shows it.
     client = ChainClient(NetworkProfile("test", "gonka-devnet", (url,)))
-    entries = history(client, honest.address)
-    assert [(e.direction, e.counterparty, e.amount_ngonka, e.memo) for e in entries] == [
+    entries = [
+        (e.direction, e.counterparty, e.amount_ngonka, e.memo)
+        for e in history(client, honest.address)
+    ]
+    assert [e for e in entries if e[1] == MINT_ADDRESS] == [
         ("in", MINT_ADDRESS, REWARD * 200 // 300, "epoch 0 settlement")
     ]
+    # Beside it: the collateral its registration locked.
+    collateral = NetworkParams().collateral_ngonka
+    assert (
+        "out",
+        COLLATERAL_ADDRESS,
+        collateral,
+        f"participant {honest.address} collateral",
+    ) in entries
 
 
 def test_inference_is_paid_from_escrow_and_altered_tokens_fail_validation(
@@ -234,6 +246,7 @@ def test_a_vanished_executor_loses_the_task_to_another(
     url = node_url(node)
     ghost_key = PrivateKey(bytes(31) + b"\x07")
     ghost = WorkClient(url, ghost_key)
+    fund_collateral(url, ghost.address)
     ghost.register(["gonka-tiny"], [{"name": "cpu"}])
     requester = WorkClient(url, REQUESTER.key)
     answer: dict[str, Any] = {}
@@ -262,7 +275,10 @@ def test_a_settlement_lost_in_a_crash_is_made_again_and_paid_once(tmp_path: Any)
     from gonka_cli.node.network import Network
 
     root = tmp_path / "home"
-    params = network(epoch_blocks=4, poc_generate_blocks=1, poc_validate_blocks=1)
+    # No stake: the winner below is registered without funds.
+    params = network(
+        epoch_blocks=4, poc_generate_blocks=1, poc_validate_blocks=1, collateral_ngonka=0
+    )
     init_home(root, params=ChainParams(block_time_s=1.0), network=params)
     home = NodeHome(root)
     genesis = home.load_genesis()
@@ -274,6 +290,7 @@ def test_a_settlement_lost_in_a_crash_is_made_again_and_paid_once(tmp_path: Any)
 
     winner = account("winner").address
     ledger, net = open_node()
+    net.register(winner, account("winner").key.public_key.to_bytes(), ["gonka-tiny"], [])
     for _ in range(4):
         net.on_block(ledger.make_block())
     net.db.execute("INSERT INTO poc_results VALUES (0, ?, 10, 10, 'valid', 'test')", (winner,))
@@ -386,13 +403,17 @@ def test_settlement_waits_for_a_validation_still_running(tmp_path: Any) -> None:
     init_home(
         root,
         params=ChainParams(block_time_s=1.0),
-        network=network(epoch_blocks=4, poc_generate_blocks=1, poc_validate_blocks=1),
+        # No stake: the participant below is registered without funds.
+        network=network(
+            epoch_blocks=4, poc_generate_blocks=1, poc_validate_blocks=1, collateral_ngonka=0
+        ),
     )
     home = NodeHome(root)
     key = node_key(home)
     ledger = Ledger(str(home.db_file), home.load_genesis(), node_key=key)
     net = Network(ledger, str(home.network_db_file), key)
     slow = account("slow").address
+    net.register(slow, account("slow").key.public_key.to_bytes(), ["gonka-tiny"], [])
     for _ in range(4):
         net.on_block(ledger.make_block())
     # Its answers came in time and are being recomputed when the epoch ends: they are

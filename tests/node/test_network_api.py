@@ -45,11 +45,13 @@ from tests.node.network_helpers import (
     Miner,
     artifacts,
     assert_refused,
-    build_mmr,
+    build_tree,
     encode,
+    fund_collateral,
     honest_answer,
     view,
     wait_height,
+    wait_locked,
     wait_phase,
     wait_until,
 )
@@ -99,7 +101,7 @@ MINING = NetworkParams(
     inference_timeout_s=2,
     participant_timeout_s=5,
 )
-#: Made-up MMR roots.
+#: Made-up roots.
 ROOT_A, ROOT_B, ROOT_C = "aa" * 32, "bb" * 32, "cc" * 32
 
 
@@ -463,9 +465,12 @@ def test_unsigned_registration_is_401(idle: Caller) -> None:
 
 def test_registration_replayed_is_401(idle: Caller) -> None:
     who = Miner(idle, "replayed-registration", ["gonka-small"])
+    fund_collateral(idle.url, who.address)
     raw = encode(who.registration())
     headers = idle.sign(who.key, raw)
-    assert idle.resend("POST", "/v1/participants", raw, headers).status_code == 200
+    first = idle.resend("POST", "/v1/participants", raw, headers)
+    assert first.status_code == 200
+    wait_locked(idle.url, first.json())
     assert_refused(idle.resend("POST", "/v1/participants", raw, headers), ErrorCode.BAD_SIGNATURE)
     assert registered(idle)[who.address]["models"] == ["gonka-small"]
 
@@ -1013,8 +1018,8 @@ def _missed_phase(resp: requests.Response) -> bool:
 def _run_round(mine: Caller, node: Node, tag: str) -> Round:
     ledger = _ledger(node)
     miners = {name: Miner(mine, f"prover-{name}-{tag}").register() for name in PROVERS}
-    made_up = build_mmr(NONCES, _made_up(len(NONCES)))
-    supply_before = ledger.total_supply()
+    made_up = build_tree(NONCES, _made_up(len(NONCES)))
+    supply_before, burned_before = ledger.total_supply(), ledger.burned
     at = wait_phase(node, GENERATE, blocks_left=MINING.poc_generate_blocks - 6)
     epoch = at.epoch
     current = mine.public("/v1/epochs/current")
@@ -1022,10 +1027,10 @@ def _run_round(mine: Caller, node: Node, tag: str) -> Round:
     assert current["epoch"] == epoch and seed
 
     def own(name: str, nonces: list[int]) -> Any:
-        return build_mmr(nonces, artifacts(seed, miners[name].key, nonces, seq_len))
+        return build_tree(nonces, artifacts(seed, miners[name].key, nonces, seq_len))
 
     honest = own("honest", NONCES)
-    mmrs = {
+    trees = {
         "honest": honest,
         "changed": own("changed", NONCES),
         "other-root": own("other-root", NONCES),
@@ -1036,7 +1041,7 @@ def _run_round(mine: Caller, node: Node, tag: str) -> Round:
         "late": made_up,
     }
     for name, miner in miners.items():
-        resp = miner.commit(epoch, mmrs[name].count, mmrs[name].root().hex())
+        resp = miner.commit(epoch, trees[name].count, trees[name].root().hex())
         if _missed_phase(resp):
             raise Missed(f"commit of {name}: {resp.text}")
         assert resp.status_code == 200, (name, resp.text)
@@ -1049,15 +1054,15 @@ def _run_round(mine: Caller, node: Node, tag: str) -> Round:
             raise Missed(f"no proof request for {name} (height {ledger.height})")
         (items[name],) = found
         assert items[name]["kind"] == "poc_proof" and items[name]["epoch"] == epoch
-        assert items[name]["count"] == mmrs[name].count
+        assert items[name]["count"] == trees[name].count
 
-    def answers(name: str, mmr: Any = None) -> list[ProofAnswer]:
+    def answers(name: str, tree: Any = None) -> list[ProofAnswer]:
         item = items[name]
-        return list(build_answers(mmr or mmrs[name], item["leaf_indices"], item["count"]))
+        return list(build_answers(tree or trees[name], item["leaf_indices"], item["count"]))
 
     bodies = {
         "changed": [a if i != 3 else _changed(a) for i, a in enumerate(answers("changed"))],
-        # Proofs from another MMR (of other nonces) than the one committed.
+        # Proofs from another sum tree (of other nonces) than the one committed.
         "other-root": answers("other-root", own("other-root", list(range(100, 120)))),
         "porous": answers("porous"),
         "copycat": answers("copycat"),
@@ -1072,7 +1077,7 @@ def _run_round(mine: Caller, node: Node, tag: str) -> Round:
         "answer-missing-keys": miners["honest"].result(honest_id, {"answers": [{"nonce": 1}]}),
         "proof-hash-not-hex": miners["honest"].result(
             honest_id,
-            {"answers": [{**bodies["honest"][0].to_dict(), "proof": ["zz" * 32]}]},
+            {"answers": [{**bodies["honest"][0].to_dict(), "proof": ["zz" * 36]}]},
         ),
         "nonce-over-int32": miners["honest"].result(
             honest_id, {"answers": [{**bodies["honest"][0].to_dict(), "nonce": 2**31}]}
@@ -1108,7 +1113,8 @@ def _run_round(mine: Caller, node: Node, tag: str) -> Round:
         during=during,
         record=record,
         balances={name: balance(node, m.address) for name, m in miners.items()},
-        minted=ledger.total_supply() - supply_before,
+        # The supply's change, less the cheaters' slashed collateral that was burned.
+        minted=ledger.total_supply() - supply_before + (ledger.burned - burned_before),
     )
 
 
@@ -1136,8 +1142,8 @@ def _assert_no_reward(poc: Round, name: str, status: str) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("name", "fragment"),
     [
-        ("changed", "1 of 20 answers fail the structural checks; first, leaf 3: the MMR proof"),
-        ("other-root", "20 of 20 answers fail the structural checks; first, leaf 0: the MMR"),
+        ("changed", "1 of 20 answers fail the structural checks; first, leaf 3: the sum-tree"),
+        ("other-root", "20 of 20 answers fail the structural checks; first, leaf 0: the sum-tree"),
         ("porous", "porosity max|nonce|/count = 1000 is not below 100"),
     ],
 )

@@ -2,9 +2,9 @@
 
 A real node on 127.0.0.1 and a real participant (`tests/node/participant.py`) that mines
 gonka-tiny artifacts and answers its proof request over HTTP. To stop the node while a
-recomputation is owed, the node's worker thread is kept busy (as a long replay would keep it)
-until the node has stopped: the accepted answers are then waiting for the worker, which is how
-a node killed mid-recomputation leaves them too.
+recomputation is owed, the node's worker threads are kept busy (as long replays would keep
+them) until the node has stopped: the accepted answers are then waiting for a worker, which is
+how a node killed mid-recomputation leaves them too.
 """
 
 from __future__ import annotations
@@ -65,7 +65,8 @@ def test_answers_accepted_before_a_stop_are_recomputed_after_the_restart(
     node = start_node(home=home, network=network(), block_time_s=0.05)
     assert node.network is not None
     gate = threading.Event()
-    node.network.ctx.validator.submit(gate.wait)  # the worker is busy until the node stops
+    for _ in range(node.network.ctx.validator_threads):
+        node.network.ctx.validator.submit(gate.wait)  # the workers are busy until the stop
     prover = TestParticipant(node_url(node), nonces=200).start()
     try:
         answered = wait_until(
@@ -114,7 +115,8 @@ def test_answers_accepted_in_time_are_not_written_off_when_validation_closes(
     network_ = node.network
     url = node_url(node)
     gate = threading.Event()
-    network_.ctx.validator.submit(gate.wait)
+    for _ in range(network_.ctx.validator_threads):
+        network_.ctx.validator.submit(gate.wait)
     prover = TestParticipant(url, nonces=200)
     try:
         prover.start()

@@ -65,6 +65,23 @@ REPLAY = {
     "temperature": 0.7,
     "top_p": 0.9,
 }
+POC_VOTE = {
+    "id": "e" * 32,
+    "kind": "poc_validation",
+    "deadline": 1795618977.0,
+    "deadline_height": 190,
+    "epoch": 1,
+    "prover": ADDRESS,
+    "pubkey": PUBKEY,
+    "model": "gonka-tiny",
+    "seed": "AB" * 32,
+    "seq_len": 32,
+    "nonces": [3, 7],
+    "vectors": ["AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"],
+    "dist_threshold": 0.15,
+    "p_mismatch": 0.05,
+    "alpha": 0.05,
+}
 EPOCH = {
     "epoch": 1,
     "phase": "generate",
@@ -131,7 +148,26 @@ PARTICIPANTS = {
             "penalties": 0,
             "busy": 1,
             "responsive": True,
+            "collateral_ngonka": "1000000000000",
+            "eligible": False,
+            "jailed_until_epoch": 3,
+            "unbonding_until_epoch": None,
         }
+    ],
+}
+STAKE = {
+    "address": ADDRESS,
+    "epoch": 2,
+    "status": "jailed",
+    "eligible": False,
+    "collateral_ngonka": "800000000000",
+    "required_ngonka": "1000000000000",
+    "jailed_until_epoch": 3,
+    "unbonding_until_epoch": None,
+    "collateral_address": ADDRESS,
+    "moves": [
+        {"epoch": 0, "kind": "lock", "amount_ngonka": "1000000000000", "subject": "AB" * 32},
+        {"epoch": 1, "kind": "fraud_slash", "amount_ngonka": "200000000000", "subject": None},
     ],
 }
 COMPLETION = {
@@ -214,13 +250,17 @@ WIRE: list[tuple[Any, dict[str, Any]]] = [
             "capacity": 1,
             "registered_height": 3,
             "node_address": ADDRESS,
+            "collateral_ngonka": "1000000000000",
+            "collateral_tx": "AB" * 32,
         },
     ),
+    (p.StakeInfo, STAKE),
     (p.CommitRequest, {"epoch": 1, "model": "gonka-tiny", "count": 10, "root": ROOT}),
     (p.CommitAnswer, {"epoch": 1, "count": 10, "root": ROOT, "duplicate": False}),
     (p.work_item_from_dict, PROOF),
     (p.work_item_from_dict, TASK),
     (p.work_item_from_dict, REPLAY),
+    (p.work_item_from_dict, POC_VOTE),
     (p.WorkBatch, {"epoch": 1, "phase": "validate", "height": 170, "items": [PROOF, TASK]}),
     (p.ProofResult, {"answers": [{"leaf_index": 3, "nonce": 3, "vector": "AA==", "proof": []}]}),
     (
@@ -228,6 +268,7 @@ WIRE: list[tuple[Any, dict[str, Any]]] = [
         {"tokens": [65], "top_logprobs": [[[65, -0.5]]], "finish_reason": "stop"},
     ),
     (p.ValidationResult, {"passed": True, "similarity": 0.99}),
+    (p.PocValidationResult, {"valid": False, "n_mismatch": 17}),
     (p.ResultAnswer, {"id": "a" * 32, "status": "accepted", "validation": "pending"}),
     (p.ResultAnswer, {"id": "a" * 32, "status": "late"}),
     (
@@ -267,6 +308,7 @@ def test_work_items_parse_to_their_kind() -> None:
     assert isinstance(p.work_item_from_dict(TASK), p.InferenceTask)
     replay = p.work_item_from_dict(REPLAY)
     assert isinstance(replay, p.ValidationTask)
+    assert isinstance(p.work_item_from_dict(POC_VOTE), p.PocValidationTask)
     assert (replay.temperature, replay.top_p) == (0.7, 0.9)
     # An older node's validation item has no sampling: the defaults are the neutral ones.
     old = {k: v for k, v in REPLAY.items() if k not in ("temperature", "top_p")}
@@ -291,6 +333,10 @@ BAD_FIELDS: list[tuple[Any, dict[str, Any], str, Any]] = [
     (p.work_item_from_dict, PROOF, "leaf_indices", [1, "2"]),
     (p.work_item_from_dict, TASK, "temperature", float("nan")),
     (p.work_item_from_dict, REPLAY, "top_logprobs", [["x"], []]),
+    (p.work_item_from_dict, POC_VOTE, "vectors", ["AAAA"]),
+    (p.work_item_from_dict, POC_VOTE, "nonces", [3, -7]),
+    (p.PocValidationResult, {"valid": True, "n_mismatch": 0}, "n_mismatch", -1),
+    (p.PocValidationResult, {"valid": True, "n_mismatch": 0}, "valid", "yes"),
     (p.InferenceResult, {"tokens": [1], "top_logprobs": [[]]}, "top_logprobs", [[], []]),
     (p.InferenceResult, {"tokens": [1], "top_logprobs": [[]]}, "finish_reason", "eos"),
     (p.ValidationResult, {"passed": True, "similarity": 0.5}, "similarity", 1.5),

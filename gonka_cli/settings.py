@@ -47,6 +47,9 @@ ENV_KEYRING_PASSWORD = "GONKA_KEYRING_PASSWORD"  # noqa: S105 - the variable's n
 ENV_NETWORK = "GONKA_NETWORK"
 ENV_NODE = "GONKA_NODE"
 ENV_DEBUG = "GONKA_DEBUG"
+ENV_MLNODE_TOKEN = "GONKA_MLNODE_TOKEN"  # noqa: S105 - the variable's name, not a secret
+#: The real ML node's name for its callback cadence; `gonka mlnode serve` honours it too.
+ENV_POC_CALLBACK_INTERVAL = "POC_CALLBACK_INTERVAL_SEC"
 
 #: Every environment variable gonka reads, with what it does (shown in `gonka --help`).
 ENVIRONMENT: dict[str, str] = {
@@ -57,6 +60,10 @@ ENVIRONMENT: dict[str, str] = {
     ENV_NODE: "node REST URL to use when --node is not given; alone, it picks the network of "
     "that node's chain",
     ENV_DEBUG: "set to 1 to show tracebacks on errors",
+    ENV_MLNODE_TOKEN: "gonka mlnode serve|status: the bearer token, when --token is not given "
+    "(keeps it out of the process list)",
+    ENV_POC_CALLBACK_INTERVAL: "gonka mlnode serve: seconds between PoC callback posts to the "
+    "host's API (default 5, as the real ML node)",
 }
 
 
@@ -106,6 +113,29 @@ def keyring_password() -> str | None:
 
 def debug() -> bool:
     return os.environ.get(ENV_DEBUG, "") not in ("", "0", "false", "no")
+
+
+def mlnode_token() -> str | None:
+    """The ML node's bearer token from `GONKA_MLNODE_TOKEN`, or None when unset."""
+    return os.environ.get(ENV_MLNODE_TOKEN) or None
+
+
+def poc_callback_interval_s() -> float | None:
+    """`POC_CALLBACK_INTERVAL_SEC` as seconds, None when unset; ConfigError when not a
+    positive number."""
+    raw = os.environ.get(ENV_POC_CALLBACK_INTERVAL, "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise ConfigError(
+            f"{ENV_POC_CALLBACK_INTERVAL}={raw!r} is not a positive number of seconds; fix or "
+            "unset it"
+        )
+    return value
 
 
 def network_from_env() -> str | None:

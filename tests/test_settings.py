@@ -142,6 +142,8 @@ def test_environment_variables_are_documented() -> None:
         "GONKA_NETWORK",
         "GONKA_NODE",
         "GONKA_DEBUG",
+        "GONKA_MLNODE_TOKEN",
+        "POC_CALLBACK_INTERVAL_SEC",
     }
 
 

@@ -16,7 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from gonka_cli import __version__, settings
-from gonka_cli.cli import bench, mine, models, node, wallet
+from gonka_cli.cli import bench, mine, mlnode, models, node, wallet
 from gonka_cli.cli.output import EXIT_ERROR, EXIT_INTERRUPTED, exit_code_for, one_line
 from gonka_cli.errors import GonkaError
 
@@ -76,6 +76,7 @@ app.add_typer(wallet.app, name="wallet")
 app.add_typer(node.app, name="node")
 app.add_typer(bench.app, name="bench")
 app.add_typer(models.app, name="models")
+app.add_typer(mlnode.app, name="mlnode")
 
 
 def _version(value: bool) -> None:

@@ -34,6 +34,7 @@ from gonka_cli.errors import (
     InputError,
     KeyNotFound,
     MinerError,
+    NodeUnreachable,
     RequestRefused,
 )
 
@@ -126,6 +127,8 @@ def mine(
     duration_s = _duration(duration)
     if devnet and network not in (None, "devnet"):
         raise InputError("--devnet mines on the devnet profile; leave out --network")
+    if not devnet:
+        _refuse_mainnet(network_profile(network, node))
     handler = _log_to_file(log_file)
     log_path = Path(handler.baseFilename)
     out.info(f"log: {log_path}")
@@ -176,6 +179,7 @@ def _mine(
     from gonka_cli.node.genesis import default_home
     from gonka_cli.workclient import WorkClient
 
+    profile = network_profile("devnet" if devnet else network, node_url)
     for name in models:
         get_spec(name)  # UnknownModel names the models there are
     if temp_limit is not None:
@@ -200,7 +204,8 @@ def _mine(
         else:
             out.info(text)
 
-    profile = network_profile("devnet" if devnet else network, node_url)
+    if not devnet:
+        _probe_work_api(profile)
     # The password first: a wrong one then costs no node start, and the prompt is not lost
     # among the start-up lines. At a prompt, a typo asks again.
     new_wallet = devnet and not store.exists(wallet)
@@ -282,9 +287,10 @@ def _duration(text: str | None) -> float | None:
     return seconds
 
 
-def _log_to_file(path: Path | None) -> logging.FileHandler:
-    """Everything gonka logs at INFO and above goes to a rotating file; stderr keeps warnings."""
-    target = path or settings.paths().log_dir / "mine.log"
+def _log_to_file(path: Path | None, name: str = "mine.log") -> logging.FileHandler:
+    """Everything gonka logs at INFO and above goes to a rotating file (`path`, else `name` in
+    gonka's log directory); stderr keeps warnings."""
+    target = path or settings.paths().log_dir / name
     try:
         target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         handler = logging.handlers.RotatingFileHandler(
@@ -304,6 +310,37 @@ def _log_to_file(path: Path | None) -> logging.FileHandler:
     return handler
 
 
+#: Why `gonka mine` stops on a network that does not run gonka's devnet work protocol.
+MAINNET_MINING = (
+    "mainnet mining runs as `gonka mlnode serve` under the host's decentralized-api, not as "
+    "gonka mine; see docs/mainnet.md (gonka mine mines on gonka's own devnet: --devnet)"
+)
+
+
+def _refuse_mainnet(profile: settings.NetworkProfile) -> None:
+    """Stop at once on mainnet, asked for by name or the default with no node of one's own:
+    it has no devnet work API; its hosts mine as ML nodes driven by their decentralized-api."""
+    mainnet = settings.BUILTIN_NETWORKS["mainnet"].chain_id
+    named = profile.chosen_by in (settings.CHOSEN_BY_OPTION, settings.CHOSEN_BY_ENV)
+    if profile.chain_id == mainnet and (named or not profile.node_given):
+        raise MinerError(MAINNET_MINING)
+
+
+def _probe_work_api(profile: settings.NetworkProfile) -> None:
+    """Before the password prompt, ask the network's node once (a public read) whether it
+    serves the work API: one that answers without it is refused like mainnet. One that does
+    not answer is left to the checks after the prompt, which say what to do about it."""
+    from gonka_cli.workclient import WorkClient
+
+    client = WorkClient(profile.rest_urls, None, timeout_s=5.0, hint=_NODE_HINT)
+    try:
+        _check_node(client)
+    except NodeUnreachable:
+        return
+    finally:
+        client.close()
+
+
 def _check_node(client: Any) -> None:
     """Fail at once, in one line, when no node answers or the one that does is not a gonka
     node (the client tries the profile's nodes in turn)."""
@@ -315,7 +352,9 @@ def _check_node(client: Any) -> None:
         if isinstance(exc, ProtocolError) or exc.status in (404, 405, 501):
             raise MinerError(
                 f"the node at {client.url} does not serve gonka's mining API (/v1/epochs); "
-                "mine against a gonka node: --devnet, or --node URL of one"
+                "mine against a gonka node (--devnet, or --node URL of one); on mainnet, "
+                "mining runs as `gonka mlnode serve` under the host's decentralized-api "
+                "(docs/mainnet.md)"
             ) from None
         raise
 

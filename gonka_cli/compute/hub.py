@@ -250,7 +250,7 @@ def pull(repo_id: str, revision: str | None = None, *, tqdm_class: Any = None) -
     except Exception as exc:
         # huggingface_hub lets its HTTP client's errors through (httpx or requests, by
         # version); what they all mean here is that the download failed.
-        if type(exc).__module__.split(".")[0] not in ("httpx", "requests", "urllib3"):
+        if type(exc).__module__.split(".")[0] not in ("httpx", "httpx2", "requests", "urllib3"):
             raise
         raise ModelDownloadError(
             f"cannot download {repo_id} from {endpoint}: {_first_line(exc)}; check the "

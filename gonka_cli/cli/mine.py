@@ -24,6 +24,7 @@ from gonka_cli.cli.options import (
     NetworkOpt,
     NodeOpt,
     PasswordFileOpt,
+    TempLimitOpt,
     chain_client,
     keystore,
     network_profile,
@@ -98,14 +99,7 @@ def mine(
             show_default=False,
         ),
     ] = None,
-    temp_limit: Annotated[
-        float | None,
-        typer.Option(
-            "--temp-limit",
-            help="Pause a GPU above this temperature (°C) until it has cooled by 5 °C.",
-            show_default=False,
-        ),
-    ] = None,
+    temp_limit: TempLimitOpt = None,
     log_file: Annotated[
         Path | None,
         typer.Option(

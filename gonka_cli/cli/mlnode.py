@@ -19,7 +19,7 @@ from rich.console import Console
 
 from gonka_cli import settings
 from gonka_cli.cli.mine import _log_to_file
-from gonka_cli.cli.options import JsonOpt
+from gonka_cli.cli.options import JsonOpt, TempLimitOpt
 from gonka_cli.cli.output import Output
 from gonka_cli.errors import InputError, MinerError
 
@@ -87,14 +87,7 @@ def serve(
     node_id: Annotated[
         str, typer.Option("--node-id", help="The id in the printed node-config entry.")
     ] = "gonka1",
-    temp_limit: Annotated[
-        float | None,
-        typer.Option(
-            "--temp-limit",
-            help="Pause a GPU above this temperature (°C) until it has cooled by 5 °C.",
-            show_default=False,
-        ),
-    ] = None,
+    temp_limit: TempLimitOpt = None,
     log_file: Annotated[
         Path | None,
         typer.Option(

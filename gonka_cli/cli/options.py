@@ -56,6 +56,14 @@ PasswordFileOpt = Annotated[
         show_default=False,
     ),
 ]
+TempLimitOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--temp-limit",
+        help="Pause a GPU above this temperature (°C) until it has cooled by 5 °C.",
+        show_default=False,
+    ),
+]
 
 #: How the chain client ends a `NodeUnreachable` message; replaced by advice that fits.
 _GENERIC_HINT = "; check the connection or pass --node URL"

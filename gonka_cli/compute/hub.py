@@ -27,7 +27,15 @@ from gonka_cli.errors import CheckpointError, InputError, ModelDownloadError, Un
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PULL_PATTERNS", "LocalModel", "RemovedModel", "list_local", "pull", "remove"]
+__all__ = [
+    "PULL_PATTERNS",
+    "LocalModel",
+    "RemovedModel",
+    "list_local",
+    "pull",
+    "remove",
+    "scan_cache",
+]
 
 #: What `pull` downloads (weights in other formats, ONNX or GGUF copies are left out).
 PULL_PATTERNS = (
@@ -147,7 +155,7 @@ def _checkpoint_entry(
     )
 
 
-def _scan(cache: Path) -> Any:
+def scan_cache(cache: Path) -> Any:
     """huggingface_hub's scan of the cache, or None when there is no cache yet."""
     from huggingface_hub import scan_cache_dir
     from huggingface_hub.errors import CacheNotFound
@@ -165,7 +173,7 @@ def list_local() -> list[LocalModel]:
     its newest), sorted by id."""
     room = _memory_room()
     entries = _builtin_entries(room)
-    scan = _scan(hub_cache_dir())
+    scan = scan_cache(hub_cache_dir())
     cached = []
     for repo in [] if scan is None else scan.repos:
         if repo.repo_type != "model" or not repo.revisions:
@@ -273,7 +281,7 @@ def remove(repo_id: str) -> RemovedModel:
     repo_id = split_repo_id(repo_id)[0]
     _check_repo_id(repo_id)
     cache = hub_cache_dir()
-    scan = _scan(cache)
+    scan = scan_cache(cache)
     repos = [] if scan is None else scan.repos
     repo = next((r for r in repos if r.repo_type == "model" and r.repo_id == repo_id), None)
     if repo is None:

@@ -514,6 +514,24 @@ def _executor_positions(
     return positions
 
 
+def _claimed_answer(
+    model: Any, prompt: Sequence[int], tokens: Sequence[Any], top_logprobs: Sequence[Any]
+) -> list[PositionLogprobs]:
+    """The executor's positions, once its tokens are known to fit the vocabulary and the
+    context; raises _Malformed otherwise (a failed replay, not an input error)."""
+    claimed = _executor_positions(tokens, top_logprobs)
+    vocab = _vocab(model)
+    for i, token in enumerate(tokens):
+        if not is_int(token) or not 0 <= token < vocab:
+            raise _Malformed(f"position {i}: token {token!r:.40} is not in the vocabulary", i)
+    if len(prompt) + len(tokens) > model.spec.max_seq_len:
+        raise _Malformed(
+            f"prompt + answer ({len(prompt) + len(tokens)} tokens) exceed the model's context",
+            None,
+        )
+    return claimed
+
+
 def replay(
     model: Any,
     prompt_tokens: Sequence[int],
@@ -545,15 +563,7 @@ def replay(
         return _failed(threshold, n, "tokens and top_logprobs must both be lists", None)
     n = len(tokens)
     try:
-        claimed = _executor_positions(tokens, top_logprobs)
-        vocab = _vocab(model)
-        for i, token in enumerate(tokens):
-            if not is_int(token) or not 0 <= token < vocab:
-                raise _Malformed(f"position {i}: token {token!r:.40} is not in the vocabulary", i)
-        if len(prompt) + n > model.spec.max_seq_len:
-            raise _Malformed(
-                f"prompt + answer ({len(prompt) + n} tokens) exceed the model's context", None
-            )
+        claimed = _claimed_answer(model, prompt, tokens, top_logprobs)
     except _Malformed as bad:
         return _failed(threshold, n, bad.reason, bad.position)
     if n == 0:

@@ -50,7 +50,7 @@ from gonka_cli.compute.inference import (
     REPLAY_TOP_K,
     Sampling,
     _check_ids,
-    _executor_positions,
+    _claimed_answer,
     _finite,
     _Malformed,
     _mask_top_k_top_p,
@@ -58,7 +58,7 @@ from gonka_cli.compute.inference import (
     _top_entries,
 )
 from gonka_cli.errors import InvalidComputeInput
-from gonka_cli.validate import is_int, is_list
+from gonka_cli.validate import is_list
 
 if TYPE_CHECKING:
     import torch
@@ -371,15 +371,7 @@ def check_answer(
         return _failed(threshold, n, greedy, "tokens and top_logprobs must both be lists", None)
     n = len(tokens)
     try:
-        claimed = _executor_positions(tokens, top_logprobs)
-        vocab = int(model.spec.vocab_size)
-        for i, token in enumerate(tokens):
-            if not is_int(token) or not 0 <= token < vocab:
-                raise _Malformed(f"position {i}: token {token!r:.40} is not in the vocabulary", i)
-        if len(prompt) + n > model.spec.max_seq_len:
-            raise _Malformed(
-                f"prompt + answer ({len(prompt) + n} tokens) exceed the model's context", None
-            )
+        claimed = _claimed_answer(model, prompt, tokens, top_logprobs)
     except _Malformed as bad:
         return _failed(threshold, n, greedy, bad.reason, bad.position)
     if n == 0:

@@ -126,16 +126,13 @@ def _repo_dir(cache: Path, repo_id: str) -> Path:
 
 
 def _scan(cache: Path) -> Any:
-    """huggingface_hub's scan of the cache, or None when there is no cache yet."""
-    from huggingface_hub import scan_cache_dir
-    from huggingface_hub.errors import CacheNotFound
+    """huggingface_hub's scan of the cache (None when there is none yet); 500 when unreadable."""
+    from gonka_cli.compute.hub import scan_cache
 
     try:
-        return scan_cache_dir(cache)
-    except CacheNotFound:
-        return None
-    except (OSError, ValueError) as exc:
-        raise _error(500, f"cannot read the Hugging Face cache {cache}: {exc}") from None
+        return scan_cache(cache)
+    except CheckpointError as exc:
+        raise _error(500, str(exc)) from None
 
 
 def _cached_repo(scan: Any, repo_id: str) -> Any:

@@ -436,13 +436,7 @@ class MlNode:
         request = InitGenerateRequest.from_dict(body)
         loaded = self._require_loaded()
         outbox, _, jobs = self._parts()
-        if request.params.model not in loaded.served_ids():
-            raise MlNodeError(
-                409,
-                f"params mismatch: params.model {request.params.model!r:.80} is not the served "
-                f"model {loaded.model!r:.80}",
-            )
-        self._check_seq_len(loaded, request.params.seq_len)
+        self._check_params(loaded, request.params.model, request.params.seq_len)
         with self._lock:
             if self._generation is not None and self._generation.active:
                 raise MlNodeError(409, "Already generating; POST /api/v1/inference/pow/stop first")
@@ -485,6 +479,17 @@ class MlNode:
             "results": [{"port": port, "status": "OK"}],
             "errors": None,
         }
+
+    def _check_params(self, loaded: _Loaded, model: str, seq_len: int) -> None:
+        """409 when `params.model` is not a name the loaded model is served under (vLLM's
+        `check_params_match`); then the sequence length's own check."""
+        if model not in loaded.served_ids():
+            raise MlNodeError(
+                409,
+                f"params mismatch: params.model {model!r:.80} is not the served "
+                f"model {loaded.model!r:.80}",
+            )
+        self._check_seq_len(loaded, seq_len)
 
     def _check_seq_len(self, loaded: _Loaded, seq_len: int) -> None:
         limit = loaded.info.get("models", {}).get(loaded.model, {}).get("max_seq_len")
@@ -609,13 +614,7 @@ class MlNode:
         request = GenerateRequest.from_dict(body)
         loaded = self._require_loaded()
         _, _, jobs = self._parts()
-        if request.params.model not in loaded.served_ids():
-            raise MlNodeError(
-                409,
-                f"params mismatch: params.model {request.params.model!r:.80} is not the served "
-                f"model {loaded.model!r:.80}",
-            )
-        self._check_seq_len(loaded, request.params.seq_len)
+        self._check_params(loaded, request.params.model, request.params.seq_len)
         return jobs.submit(request)
 
     def job(self, request_id: str) -> dict[str, Any]:

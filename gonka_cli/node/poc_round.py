@@ -636,18 +636,11 @@ class PocRound:
 
         def refused() -> None:
             self._running.discard(key)
-            decided = vt.verdict(votes, self.network_weight())
-            if decided is not None:
-                self._record_vote(
-                    payload, address, votes, decided, "; the node's recomputation budget is spent"
-                )
-                return
-            self.record(
-                epoch,
+            self._without_recompute(
+                payload,
                 address,
-                payload["count"],
-                0,
-                "unvalidated",
+                votes,
+                "the node's recomputation budget is spent",
                 f"the node's recomputation budget for epoch {epoch} is spent "
                 "(its own limit, not the prover's fault)",
             )
@@ -659,6 +652,22 @@ class PocRound:
             lambda: self._recompute(payload, address, answers, pubkey_hex, votes),
             refused,
         )
+
+    def _without_recompute(
+        self,
+        payload: dict[str, Any],
+        address: str,
+        votes: Sequence[vt.Vote],
+        note: str,
+        reason: str,
+    ) -> None:
+        """The node's recomputation will not come: the votes decide if they could alone
+        (`votes.verdict`), else the result is `unvalidated`, weight 0, with `reason`."""
+        decided = vt.verdict(votes, self.network_weight())
+        if decided is not None:
+            self._record_vote(payload, address, votes, decided, f"; {note}")
+            return
+        self.record(payload["epoch"], address, payload["count"], 0, "unvalidated", reason)
 
     async def _recompute(
         self,
@@ -691,18 +700,11 @@ class PocRound:
                 raise  # the node stops: the answers stay stored, `resume` recomputes them
             except Exception as exc:  # the node's own failure: not the prover's fault
                 log.exception("validation of %s failed", address)
-                decided = vt.verdict(votes, self.network_weight())
-                if decided is not None:
-                    self._record_vote(
-                        payload, address, votes, decided, "; the node could not re-check it"
-                    )
-                    return
-                self.record(
-                    payload["epoch"],
+                self._without_recompute(
+                    payload,
                     address,
-                    payload["count"],
-                    0,
-                    "unvalidated",
+                    votes,
+                    "the node could not re-check it",
                     f"the node could not recompute (its own failure, not the prover's): {exc}",
                 )
                 return
